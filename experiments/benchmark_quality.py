@@ -1,0 +1,119 @@
+"""Times the quality functions against reference implementations, in one run.
+
+    python experiments/benchmark_quality.py [--repeats 20] [--only ssim]
+
+SSIM: jitted `qagan_jax.ssim_distance` (and `ssim`) against jitted
+`dm_pix.ssim` on the same inputs, forward and with gradient, and against
+scikit-image's per-image loop. Ratios > 1 mean qagan_jax is faster. Timings
+are medians of interleaved repeats after compilation; these machines are
+noisy, so compare ratios from one run rather than absolute times across runs.
+Prints one JSON line per measurement last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import qagan_jax
+
+
+def _block(tree):
+  return jax.tree_util.tree_map(
+      lambda a: a.block_until_ready() if hasattr(a, 'block_until_ready') else a,
+      tree)
+
+
+def time_interleaved(fns: dict, repeats: int) -> dict:
+  """Median seconds per call of each function, calls interleaved."""
+  for fn in fns.values():
+    _block(fn())  # compile / warm up
+  times = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      _block(fn())
+      times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(t) for name, t in times.items()}
+
+
+def bench_ssim(repeats: int) -> list[dict]:
+  import dm_pix
+  from skimage.metrics import structural_similarity
+
+  rows = []
+  for shape in [(256, 32, 32, 3), (16, 256, 256, 3)]:
+    kx, ky = jax.random.split(jax.random.key(0))
+    x = jax.random.uniform(kx, shape)
+    y = jnp.clip(x + 0.1 * jax.random.normal(ky, shape), 0, 1)
+    xn, yn = np.asarray(x, np.float64), np.asarray(y, np.float64)
+
+    ours = jax.jit(functools.partial(qagan_jax.ssim_distance, data_range=1.0))
+    ours_ssim = jax.jit(functools.partial(qagan_jax.ssim, data_range=1.0))
+    pix = jax.jit(functools.partial(dm_pix.ssim, max_val=1.0))
+    ours_grad = jax.jit(jax.grad(lambda a, b: qagan_jax.ssim_distance(
+        a, b, data_range=1.0).sum(), argnums=1))
+    pix_grad = jax.jit(jax.grad(lambda a, b: dm_pix.ssim(
+        a, b, max_val=1.0).sum(), argnums=1))
+
+    def skimage_loop():
+      return [structural_similarity(a, b, gaussian_weights=True, sigma=1.5,
+                                    use_sample_covariance=False,
+                                    data_range=1.0, channel_axis=-1)
+              for a, b in zip(xn, yn)]
+
+    t = time_interleaved({
+        'qagan_jax.ssim_distance': lambda: ours(x, y),
+        'qagan_jax.ssim': lambda: ours_ssim(x, y),
+        'dm_pix.ssim': lambda: pix(x, y),
+        'qagan_jax.ssim_distance grad': lambda: ours_grad(x, y),
+        'dm_pix.ssim grad': lambda: pix_grad(x, y),
+    }, repeats)
+    t['skimage loop'] = time_interleaved({'s': skimage_loop},
+                                         max(3, repeats // 5))['s']
+    shape_s = 'x'.join(map(str, shape))
+    print(f'\nSSIM, batch {shape_s} (median s/call; ratio = other / ours)')
+    for name, sec in t.items():
+      print(f'  {name:32s} {sec * 1e3:9.2f} ms')
+    ratios = {
+        'dm_pix / ssim_distance': t['dm_pix.ssim'] / t['qagan_jax.ssim_distance'],
+        'dm_pix / ssim': t['dm_pix.ssim'] / t['qagan_jax.ssim'],
+        'dm_pix grad / ssim_distance grad':
+            t['dm_pix.ssim grad'] / t['qagan_jax.ssim_distance grad'],
+        'skimage loop / ssim_distance':
+            t['skimage loop'] / t['qagan_jax.ssim_distance'],
+    }
+    for name, ratio in ratios.items():
+      print(f'  {name:32s} {ratio:9.2f}x')
+    rows.append({'benchmark': 'ssim', 'shape': shape_s,
+                 'seconds': t, 'ratios': ratios})
+  return rows
+
+
+BENCHMARKS = {'ssim': bench_ssim}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--repeats', type=int, default=20)
+  parser.add_argument('--only', choices=sorted(BENCHMARKS), action='append')
+  args = parser.parse_args()
+  print(f'jax {jax.__version__} on {jax.devices()[0].platform} '
+        f'({len(jax.devices())} device(s))')
+  rows = []
+  for name in args.only or BENCHMARKS:
+    rows += BENCHMARKS[name](args.repeats)
+  print()
+  for row in rows:
+    print(json.dumps(row))
+
+
+if __name__ == '__main__':
+  main()

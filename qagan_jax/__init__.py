@@ -1,0 +1,9 @@
+"""qagan_jax: Quality Aware GANs (Kancharla & Channappayya, NeurIPS 2019) in JAX."""
+
+from qagan_jax.quality import rgb_to_grayscale
+from qagan_jax.quality import ssim
+from qagan_jax.quality import ssim_distance
+
+__version__ = '0.1.0'
+
+__all__ = ['rgb_to_grayscale', 'ssim', 'ssim_distance', '__version__']

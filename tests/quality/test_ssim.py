@@ -1,0 +1,338 @@
+"""SSIM and d_Q against scikit-image, dm-pix, finite differences and the metric axioms."""
+
+import doctest
+import functools
+
+import dm_pix
+import hypothesis
+from hypothesis import strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skdata
+from skimage.metrics import structural_similarity
+
+import qagan_jax
+from qagan_jax import quality
+
+SQRT2 = float(np.sqrt(2.0))
+
+
+def skimage_ssim(x, y, data_range):
+  """The reference SSIM (Wang et al. 2004) as scikit-image computes it."""
+  return structural_similarity(
+      np.asarray(x, np.float64), np.asarray(y, np.float64),
+      gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+      data_range=data_range, channel_axis=-1)
+
+
+def distorted_pair(shape, rng, low=0.0, high=1.0, noise=0.15):
+  x = rng.uniform(low, high, size=shape)
+  y = np.clip(x + noise * (high - low) * rng.normal(size=shape), low, high)
+  return x.astype(np.float32), y.astype(np.float32)
+
+
+# --- SSIM against scikit-image ------------------------------------------------
+
+
+@pytest.mark.parametrize('shape', [(32, 32, 1), (48, 40, 3), (23, 64, 1),
+                                   (11, 30, 3)])
+@pytest.mark.parametrize('value_range', [(0.0, 1.0), (-1.0, 1.0)])
+def test_ssim_matches_skimage_on_random_images(shape, value_range):
+  rng = np.random.default_rng(sum(shape))
+  low, high = value_range
+  x, y = distorted_pair(shape, rng, low, high)
+  ours = quality.ssim(x, y, data_range=high - low)
+  assert ours.shape == ()
+  np.testing.assert_allclose(ours, skimage_ssim(x, y, high - low), atol=1e-5)
+
+
+def photographs():
+  """Natural photographs shipped in the scikit-image wheel, as float32 [0, 255]."""
+  camera = skdata.camera().astype(np.float32)[..., None]           # 512x512x1
+  chelsea = skdata.chelsea().astype(np.float32)                    # 300x451x3
+  coffee = skdata.coffee().astype(np.float32)[:200, 100:420]       # non-square
+  return {'camera': camera, 'chelsea': chelsea, 'coffee': coffee}
+
+
+@pytest.mark.parametrize('name', ['camera', 'chelsea', 'coffee'])
+def test_ssim_matches_skimage_on_photographs(name):
+  image = photographs()[name]
+  rng = np.random.default_rng(7)
+  noisy = np.clip(image + rng.normal(scale=12.0, size=image.shape), 0, 255)
+  shifted = np.clip(image * 0.8 + 30.0, 0, 255)  # luminance and contrast change
+  distorted = np.stack([noisy, shifted]).astype(np.float32)
+  ours = quality.ssim(np.stack([image, image]), distorted, data_range=255.0)
+  reference = [skimage_ssim(image, d, 255.0) for d in distorted]
+  np.testing.assert_allclose(ours, reference, atol=1e-5)
+
+
+def test_ssim_of_uint8_images_equals_float_values():
+  image = skdata.chelsea()[:96, :128]
+  other = np.roll(image, 2, axis=1)
+  from_uint8 = quality.ssim(image, other, data_range=255)
+  from_float = quality.ssim(image.astype(np.float32), other.astype(np.float32),
+                            data_range=255)
+  assert from_uint8.dtype == jnp.float32
+  np.testing.assert_allclose(from_uint8, from_float, rtol=0, atol=0)
+  np.testing.assert_allclose(from_uint8, skimage_ssim(image, other, 255),
+                             atol=1e-5)
+
+
+def test_ssim_preserves_leading_dimensions():
+  rng = np.random.default_rng(3)
+  x, y = distorted_pair((2, 3, 16, 20, 1), rng)
+  out = quality.ssim(x, y, data_range=1.0)
+  assert out.shape == (2, 3)
+  for i in range(2):
+    for j in range(3):
+      np.testing.assert_allclose(out[i, j], skimage_ssim(x[i, j], y[i, j], 1.0),
+                                 atol=1e-5)
+
+
+# --- SSIM against dm-pix ------------------------------------------------------
+
+
+@pytest.mark.parametrize('shape', [(4, 32, 32, 3), (2, 48, 37, 1)])
+def test_ssim_matches_dm_pix(shape):
+  # The conventions coincide for float images with an odd Gaussian window
+  # (11 taps, sigma 1.5), 'valid' borders and k1 = 0.01, k2 = 0.03; dm-pix's
+  # clipping of variances never triggers on these images.
+  rng = np.random.default_rng(11)
+  x, y = distorted_pair(shape, rng, -1.0, 1.0, noise=0.3)
+  pix = jax.jit(functools.partial(dm_pix.ssim, max_val=2.0),
+                static_argnames='return_map')
+  np.testing.assert_allclose(quality.ssim(x, y, data_range=2.0), pix(x, y),
+                             atol=1e-5)
+  lum, cs = quality.ssim_components(x, y, data_range=2.0)
+  np.testing.assert_allclose(lum * cs, pix(x, y, return_map=True), atol=1e-5)
+
+
+# --- d_Q: metric properties -----------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=('padding', 'reduction',
+                                             'window_size'))
+def distance(x, y, padding='valid', reduction='mean', window_size=7):
+  return quality.ssim_distance(x, y, data_range=2.0, window_size=window_size,
+                               padding=padding, reduction=reduction)
+
+
+def test_distance_is_zero_for_identical_images_and_symmetric():
+  rng = np.random.default_rng(0)
+  x, y = distorted_pair((8, 16, 16, 3), rng, -1, 1)
+  for padding in ('valid', 'same'):
+    for reduction in ('mean', 'rms'):
+      np.testing.assert_array_equal(distance(x, x, padding, reduction), 0.0)
+      np.testing.assert_allclose(distance(x, y, padding, reduction),
+                                 distance(y, x, padding, reduction), atol=1e-7)
+      assert np.all(distance(x, y, padding, reduction) > 0.05)
+
+
+def test_distance_equals_sqrt_of_2_minus_l_minus_cs():
+  rng = np.random.default_rng(1)
+  x, y = distorted_pair((4, 20, 24, 1), rng, -1, 1, noise=0.5)
+  kwargs = dict(data_range=2.0, window_size=8, padding='same')
+  lum, cs = quality.ssim_components(x, y, **kwargs)
+  direct_map = np.sqrt(np.maximum(2 - np.float64(lum) - np.float64(cs), 0))
+  np.testing.assert_allclose(
+      quality.ssim_distance(x, y, reduction='none', **kwargs), direct_map,
+      atol=2e-6)
+  np.testing.assert_allclose(
+      quality.ssim_distance(x, y, reduction='mean', **kwargs),
+      direct_map.mean(axis=(1, 2, 3)), atol=2e-6)
+  np.testing.assert_allclose(
+      quality.ssim_distance(x, y, reduction='rms', **kwargs),
+      np.sqrt(2 - lum.mean(axis=(1, 2, 3)) - cs.mean(axis=(1, 2, 3))),
+      atol=2e-6)
+
+
+def test_distance_bounds():
+  # Each of sqrt(1 - L) and sqrt(1 - CS) is a normalised RMSE, at most sqrt(2),
+  # so 0 <= d_Q < 2. The paper's bound sqrt(2) holds where L >= 0 and CS >= 0
+  # (means of one sign, non-negatively correlated windows), and not otherwise.
+  rng = np.random.default_rng(2)
+  x = rng.uniform(0.2, 1.0, size=(16, 16, 16, 1)).astype(np.float32)
+  y = rng.uniform(-1.0, 1.0, size=(16, 16, 16, 1)).astype(np.float32)
+  candidates = np.concatenate([y, -x, x[::-1], np.full_like(x, -1.0)])
+  anchors = np.concatenate([x, x, x, np.full_like(x, 1.0)])
+  d = np.asarray(distance(anchors, candidates))
+  assert np.all((d >= 0) & (d < 2))
+  assert d[16:32].max() > 1.9          # x against -x: far beyond sqrt(2)
+  # With L, CS >= 0 everywhere (positive, same-structure images) d_Q <= sqrt(2).
+  brighter = np.clip(x * rng.uniform(0.2, 1.5, size=(16, 1, 1, 1)), 0, 1)
+  lum, cs = quality.ssim_components(x, brighter, data_range=2.0, window_size=7)
+  assert np.all(lum >= 0) and np.all(cs >= 0)
+  assert np.all(np.asarray(distance(x, brighter)) <= SQRT2)
+  # Opposite constant images: CS = 1 and 1 - L = 4 / (2 + C1), just below 2.
+  np.testing.assert_allclose(d[-16:], np.sqrt(4 / (2 + 0.02**2)), rtol=1e-6)
+
+
+@st.composite
+def image_triples(draw):
+  """Three images in [-1, 1], often nearly collinear or nearly identical."""
+  seed = draw(st.integers(0, 2**31 - 1))
+  rng = np.random.default_rng(seed)
+  kind = draw(st.sampled_from(['random', 'collinear', 'close', 'constant']))
+  x = rng.uniform(-1, 1, size=(12, 12, 1))
+  z = rng.uniform(-1, 1, size=(12, 12, 1)) * draw(st.floats(0.01, 1.0))
+  if kind == 'collinear':      # y on the segment x--z: the tightest case
+    t = draw(st.floats(0.0, 1.0))
+    y = x + t * (z - x)
+  elif kind == 'close':
+    scale = draw(st.sampled_from([1e-4, 1e-3, 1e-2]))
+    y = x + scale * rng.normal(size=x.shape)
+    z = y + scale * rng.normal(size=x.shape)
+  elif kind == 'constant':
+    x = np.full_like(x, draw(st.floats(-1, 1)))
+    y = rng.uniform(-1, 1, size=x.shape)
+  else:
+    y = rng.uniform(-1, 1, size=x.shape)
+  return np.stack([x, y, z]).astype(np.float32)
+
+
+@hypothesis.settings(max_examples=150, deadline=None, derandomize=True)
+@hypothesis.given(image_triples(), st.sampled_from(['valid', 'same']),
+                  st.sampled_from(['mean', 'rms']))
+def test_distance_satisfies_triangle_inequality(triple, padding, reduction):
+  x, y, z = jnp.asarray(triple)[:, None]
+  d_xz = distance(x, z, padding, reduction)
+  d_xy = distance(x, y, padding, reduction)
+  d_yz = distance(y, z, padding, reduction)
+  assert float(d_xz[0]) <= float(d_xy[0] + d_yz[0]) + 1e-6
+
+
+# --- d_Q: gradients ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize('padding,window_size', [('valid', 5), ('same', 8)])
+@pytest.mark.parametrize('reduction', ['mean', 'rms'])
+def test_distance_gradient_matches_finite_differences(padding, window_size,
+                                                      reduction):
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.uniform(-1, 1, size=(2, 10, 9, 1)))
+    y = jnp.asarray(rng.uniform(-1, 1, size=(2, 10, 9, 1)))
+
+    def f(y):
+      return jnp.sum(quality.ssim_distance(
+          x, y, data_range=2.0, window_size=window_size, padding=padding,
+          reduction=reduction))
+
+    grad = jax.grad(f)(y)
+    assert grad.dtype == jnp.float64
+    for seed in range(3):
+      v = jnp.asarray(np.random.default_rng(seed).normal(size=y.shape))
+      h = 1e-6
+      numeric = (f(y + h * v) - f(y - h * v)) / (2 * h)
+      np.testing.assert_allclose(jnp.vdot(grad, v), numeric, rtol=1e-6,
+                                 atol=1e-9)
+
+
+def finite_grads(x, y, **kwargs):
+  kwargs = dict(data_range=2.0, window_size=8, padding='same') | kwargs
+  gx, gy = jax.grad(lambda a, b: quality.ssim_distance(a, b, **kwargs).sum(),
+                    argnums=(0, 1))(x, y)
+  return np.asarray(gx), np.asarray(gy)
+
+
+@pytest.mark.parametrize('reduction', ['mean', 'rms'])
+def test_distance_gradient_is_finite_at_edge_cases(reduction):
+  rng = np.random.default_rng(9)
+  x = jnp.asarray(rng.uniform(-1, 1, size=(2, 16, 16, 1)), jnp.float32)
+  cases = {
+      'identical': (x, x),
+      'identical constant': (jnp.full_like(x, 0.3), jnp.full_like(x, 0.3)),
+      'two constants': (jnp.full_like(x, -1.0), jnp.full_like(x, 1.0)),
+      'zeros': (jnp.zeros_like(x), jnp.zeros_like(x)),
+      'constant vs texture': (jnp.zeros_like(x), x),
+      'nearly identical': (x, x + 1e-7),
+  }
+  for name, (a, b) in cases.items():
+    gx, gy = finite_grads(a, b, reduction=reduction)
+    assert np.all(np.isfinite(gx)) and np.all(np.isfinite(gy)), name
+  # x == y is the minimum of d_Q: the subgradient returned there is zero.
+  gx, gy = finite_grads(x, x, reduction=reduction)
+  np.testing.assert_array_equal(gy, 0.0)
+
+
+def test_distance_under_jit_vmap_and_grad():
+  rng = np.random.default_rng(4)
+  x, y = distorted_pair((3, 2, 16, 16, 1), rng, -1, 1)
+  f = functools.partial(quality.ssim_distance, data_range=2.0)
+  eager = f(x, y)
+  assert eager.shape == (3, 2)
+  np.testing.assert_allclose(jax.jit(f)(x, y), eager, atol=1e-6)
+  np.testing.assert_allclose(jax.vmap(f)(x, y), eager, atol=1e-6)
+  per_image = jax.vmap(jax.grad(lambda a, b: f(a[None], b[None])[0]))
+  grads = per_image(x.reshape(6, 16, 16, 1), y.reshape(6, 16, 16, 1))
+  assert grads.shape == (6, 16, 16, 1) and np.all(np.isfinite(grads))
+
+
+def test_top_level_export_and_docstring_example():
+  assert qagan_jax.ssim_distance is quality.ssim_distance
+  finder = doctest.DocTestFinder()
+  runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+  for test in finder.find(quality.ssim_distance, 'ssim_distance',
+                          globs={}):
+    runner.run(test)
+  assert runner.summarize(verbose=False).failed == 0
+  assert runner.summarize(verbose=False).attempted >= 5
+
+
+# --- grayscale --------------------------------------------------------------------
+
+
+def test_rgb_to_grayscale_matches_pillow_bt601():
+  image = skdata.astronaut()[::4, ::4]
+  ours = np.asarray(quality.rgb_to_grayscale(image))
+  assert ours.shape == image.shape[:2] + (1,)
+  # Pillow's 'L' conversion is ITU-R 601-2 luma, rounded to uint8.
+  pillow = np.asarray(Image.fromarray(image).convert('L'), np.float32)
+  np.testing.assert_allclose(ours[..., 0], pillow, atol=0.51)
+  lo_hi = quality.rgb_to_grayscale(jnp.asarray([[[[-1.0] * 3, [1.0] * 3]]]))
+  np.testing.assert_allclose(lo_hi[..., 0], [[[-1.0, 1.0]]], atol=1e-6)
+
+
+# --- bad input --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('make_args,error,match', [
+    (lambda x: (x, x[..., :1]), ValueError, 'same shape'),
+    (lambda x: (x[0, ..., 0], x[0, ..., 0]), ValueError, 'at least 3 dimensions'),
+    (lambda x: (x[:, :6], x[:, :6]), ValueError, 'larger than the images'),
+    (lambda x: (x > 0, x > 0), TypeError, 'real numbers'),
+    (lambda x: (x + 0j, x + 0j), TypeError, 'real numbers'),
+])
+def test_bad_images_raise_clear_errors(make_args, error, match):
+  x = np.zeros((2, 16, 16, 3), np.float32)
+  a, b = make_args(x)
+  with pytest.raises(error, match=match):
+    quality.ssim_distance(a, b, data_range=1.0)
+  with pytest.raises(error, match=match):   # static checks also work under jit
+    jax.jit(functools.partial(quality.ssim, data_range=1.0))(a, b)
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(data_range=0.0), 'data_range must be a finite number > 0'),
+    (dict(data_range=-2.0), 'data_range must be a finite number > 0'),
+    (dict(data_range=float('inf')), 'data_range must be a finite number > 0'),
+    (dict(data_range=1.0, window_size=0), 'window size must be >= 1'),
+    (dict(data_range=1.0, window_size=7.5), 'window size must be an integer'),
+    (dict(data_range=1.0, sigma=0.0), 'sigma must be a finite number > 0'),
+    (dict(data_range=1.0, k2=0.0), 'k2 must be a finite number > 0'),
+    (dict(data_range=1.0, padding='reflect'), 'padding must be one of'),
+    (dict(data_range=1.0, reduction='sum'), 'reduction must be one of'),
+])
+def test_bad_options_raise_clear_errors(kwargs, match):
+  x = np.zeros((16, 16, 1), np.float32)
+  with pytest.raises((ValueError, TypeError), match=match):
+    quality.ssim_distance(x, x, **kwargs)
+
+
+def test_data_range_is_required():
+  x = np.zeros((16, 16, 1), np.float32)
+  with pytest.raises(TypeError, match='data_range'):
+    quality.ssim_distance(x, x)  # pylint: disable=missing-kwoa

@@ -4,7 +4,10 @@
 
 SSIM: jitted `qagan_jax.ssim_distance` (and `ssim`) against jitted
 `dm_pix.ssim` on the same inputs, forward and with gradient, and against
-scikit-image's per-image loop. Ratios > 1 mean qagan_jax is faster. Timings
+scikit-image's per-image loop. Ratios > 1 mean qagan_jax is faster.
+NIQE: seconds per 512x384 image for `niqe_score`, and the cost of the
+differentiable NIQE features plus MVG distance, with their gradient, on 64
+gradient maps of 32x32 and 48x48 (the QAGAN-NIQE penalty's shapes). Timings
 are medians of interleaved repeats after compilation; these machines are
 noisy, so compare ratios from one run rather than absolute times across runs.
 Prints one JSON line per measurement last.
@@ -97,7 +100,48 @@ def bench_ssim(repeats: int) -> list[dict]:
   return rows
 
 
-BENCHMARKS = {'ssim': bench_ssim}
+def bench_niqe(repeats: int) -> list[dict]:
+  from qagan_jax import quality
+
+  rows = []
+  rng = np.random.default_rng(0)
+  image = jnp.asarray(rng.uniform(0, 255, (384, 512, 1)), jnp.float32)
+  score = jax.jit(quality.niqe_score)
+  t = time_interleaved({'niqe_score 512x384': lambda: score(image)}, repeats)
+  print('\nNIQE score, one 512x384 grayscale image (jit, after compile)')
+  print(f'  {t["niqe_score 512x384"] * 1e3:9.2f} ms per image')
+  rows.append({'benchmark': 'niqe_score', 'shape': '384x512x1',
+               'seconds_per_image': t['niqe_score 512x384']})
+
+  model = quality.PristineModel.standard()
+  mean_p = jnp.asarray(model.mean, jnp.float32)
+  cov_p = jnp.asarray(model.cov, jnp.float32)
+
+  def penalty(maps, patch):
+    found = quality.niqe_features(maps, patch, constant=0.01)
+    mean_t, cov_t = quality.mvg_fit(found.features.reshape(-1, 36),
+                                    found.valid.reshape(-1, 36))
+    return quality.mvg_distance(mean_p, cov_p, mean_t, cov_t)
+
+  print('\nNIQE features + MVG distance of 64 gradient maps (one patch each)')
+  for size in (32, 48):
+    maps = jnp.asarray(rng.normal(size=(64, size, size, 1)), jnp.float32)
+    forward = jax.jit(functools.partial(penalty, patch=size))
+    with_grad = jax.jit(jax.value_and_grad(functools.partial(penalty,
+                                                             patch=size)))
+    start = time.perf_counter()
+    with_grad.lower(maps).compile()
+    compile_s = time.perf_counter() - start
+    t = time_interleaved({'forward': lambda: forward(maps),
+                          'value and grad': lambda: with_grad(maps)}, repeats)
+    print(f'  64x{size}x{size}: forward {t["forward"] * 1e3:7.2f} ms, value and '
+          f'grad {t["value and grad"] * 1e3:7.2f} ms, compile {compile_s:5.1f} s')
+    rows.append({'benchmark': 'niqe_penalty', 'shape': f'64x{size}x{size}x1',
+                 'seconds': t, 'compile_s': compile_s})
+  return rows
+
+
+BENCHMARKS = {'ssim': bench_ssim, 'niqe': bench_niqe}
 
 
 def main():

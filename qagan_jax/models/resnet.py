@@ -111,21 +111,24 @@ def _conv(features: int, size: int, kernel_init, dtype, name: str) -> nn.Conv:
                  kernel_init=kernel_init, dtype=dtype, name=name)
 
 
-def _batch_norm(train: bool, axis_name: str | None, dtype, name: str):
+def _batch_norm(train: bool, axis_name: str | None, momentum: float, dtype,
+                name: str):
   return nn.BatchNorm(use_running_average=not train,
-                      axis_name=axis_name if train else None, momentum=0.9,
-                      dtype=dtype, name=name)
+                      axis_name=axis_name if train else None,
+                      momentum=momentum, dtype=dtype, name=name)
 
 
 class UpBlock(nn.Module):
   """Generator ResBlock that doubles the resolution."""
   features: int
   axis_name: str | None = None
+  bn_momentum: float = 0.9
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
-    norm = lambda name: _batch_norm(train, self.axis_name, self.dtype, name)
+    norm = lambda name: _batch_norm(train, self.axis_name, self.bn_momentum,
+                                    self.dtype, name)
     shortcut = _conv(self.features, 1, glorot_uniform, self.dtype,
                      'shortcut')(upsample(x))
     h = nn.relu(norm('norm1')(x))
@@ -142,13 +145,15 @@ class Generator(nn.Module):
   BatchNorm statistics live in the 'batch_stats' collection; with
   `train=True` they are batch statistics, averaged over the mapped axis
   `axis_name` when one is given (data-parallel training inside shard_map),
-  with `train=False` the stored running averages.
+  and the running averages move by `1 - bn_momentum` towards them; with
+  `train=False` the stored running averages are used.
   """
   resolution: int = 32
   width: int = 128
   arch: Architecture | None = None
   channels: int = 3
   axis_name: str | None = None
+  bn_momentum: float = 0.9
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -158,9 +163,10 @@ class Generator(nn.Module):
                  kernel_init=glorot_uniform, dtype=self.dtype, name='input')(z)
     x = x.reshape(z.shape[0], arch.base, arch.base, self.width)
     for i in range(arch.up_blocks):
-      x = UpBlock(self.width, self.axis_name, self.dtype,
+      x = UpBlock(self.width, self.axis_name, self.bn_momentum, self.dtype,
                   name=f'up{i + 1}')(x, train)
-    x = _batch_norm(train, self.axis_name, self.dtype, 'output_norm')(x)
+    x = _batch_norm(train, self.axis_name, self.bn_momentum, self.dtype,
+                    'output_norm')(x)
     x = _conv(self.channels, 3, glorot_uniform, self.dtype, 'output')(
         nn.relu(x))
     return jnp.tanh(x).astype(_output_dtype(self.dtype))

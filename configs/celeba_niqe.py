@@ -1,0 +1,7 @@
+"""QAGAN-NIQE on CelebA (64x64, centre crop 108 resized). Paper: FID 6.50."""
+
+from qagan_jax import config
+
+
+def get_config():
+  return config.get_config('celeb_a', 'niqe')

@@ -1,0 +1,134 @@
+"""Checkpoints of a run: the train state and the input pipeline's position, with orbax.
+
+A checkpoint holds everything a run needs to continue exactly: the
+`TrainState` (parameters, optimiser states, EMA, BatchNorm statistics, RNG,
+step, NIQE pristine model) and the grain iterator's state. Orbax writes each
+checkpoint to a temporary folder and renames it when complete, so a run
+killed while saving leaves the previous checkpoints intact; a checkpoint that
+is damaged later (truncated files, a full disk) is detected on restore and
+the run falls back to the one before it, with a warning. States with NaN or
+inf are never saved.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+import grain
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteStateError(RuntimeError):
+  """The train state holds NaN or inf: training diverged."""
+
+
+def non_finite_leaves(tree) -> list[str]:
+  """Paths of the floating leaves of `tree` that hold NaN or inf."""
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  floating = [(path, leaf) for path, leaf in flat
+              if jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating)]
+  if not floating:
+    return []
+  finite = jax.device_get(jax.jit(lambda leaves: [
+      jnp.all(jnp.isfinite(leaf)) for leaf in leaves])(
+          [leaf for _, leaf in floating]))
+  return [jax.tree_util.keystr(path)
+          for (path, _), ok in zip(floating, finite) if not ok]
+
+
+class Checkpointer:
+  """Saves and restores (state, data iterator) under `directory`."""
+
+  def __init__(self, directory: str | os.PathLike, keep: int = 3):
+    self.directory = os.fspath(directory)
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        item_names=('state', 'data'))
+
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def save(self, step: int, state, data_iterator) -> None:
+    """Saves a checkpoint (in the background); refuses non-finite states."""
+    bad = non_finite_leaves(state)
+    if bad:
+      raise NonFiniteStateError(
+          f'the train state holds NaN or inf at step {step} (in '
+          f'{", ".join(bad[:4])}{" ..." if len(bad) > 4 else ""}); it was not '
+          'saved, and earlier checkpoints are intact.')
+    self.manager.save(step, force=True, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=grain.checkpoint.CheckpointSave(data_iterator)))
+
+  def restore(self, abstract_state, data_iterator, step: int | None = None):
+    """The newest readable checkpoint (or `step`), as (state, step).
+
+    `abstract_state` gives the structure, shapes, dtypes and shardings (e.g.
+    `jax.eval_shape` of the initial state); the data iterator is set to the
+    saved position in place. Damaged checkpoints are skipped with a warning
+    and moved to `<directory>.damaged/`, so that the run can save those steps
+    again. Returns None when there is no checkpoint.
+    """
+    self.manager.wait_until_finished()
+    steps = [step] if step is not None else self.all_steps()[::-1]
+    if step is not None and step not in self.all_steps():
+      raise FileNotFoundError(
+          f'no checkpoint of step {step} in {self.directory}; there are '
+          f'{self.all_steps() or "none"}.')
+    damaged = []
+    for candidate in steps:
+      try:
+        restored = self.manager.restore(candidate, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=grain.checkpoint.CheckpointRestore(data_iterator)))
+      except Exception as error:  # orbax raises many types for damaged files
+        if step is not None:
+          raise ValueError(f'the checkpoint of step {step} in '
+                           f'{self.directory} is unreadable: {error}') from error
+        log.warning('The checkpoint of step %d in %s is unreadable (%s: %s); '
+                    'falling back to the previous one.', candidate,
+                    self.directory, type(error).__name__,
+                    str(error).splitlines()[0][:200])
+        damaged.append(candidate)
+        continue
+      bad = non_finite_leaves(restored.state)
+      if bad:
+        log.warning('The checkpoint of step %d holds NaN or inf (%s); falling '
+                    'back to the previous one.', candidate, bad[0])
+        damaged.append(candidate)
+        continue
+      self._set_aside(damaged)
+      return restored.state, candidate
+    if steps:
+      raise ValueError(f'no readable checkpoint in {self.directory} '
+                       f'(tried steps {steps}); move the folder away to start '
+                       'afresh.')
+    return None
+
+  def _set_aside(self, steps) -> None:
+    """Moves damaged checkpoints out of the manager's way, keeping them."""
+    if not steps or jax.process_index() != 0:
+      return
+    aside = self.directory.rstrip(os.sep) + '.damaged'
+    os.makedirs(aside, exist_ok=True)
+    for step in steps:
+      target = os.path.join(aside, str(step))
+      if os.path.exists(target):
+        shutil.rmtree(target)
+      shutil.move(os.path.join(self.directory, str(step)), target)
+      log.warning('Moved the damaged checkpoint of step %d to %s.', step,
+                  target)
+    self.manager.reload()
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()

@@ -1,0 +1,160 @@
+"""Run configurations: the paper's settings per dataset and method, and their validation.
+
+The config files in configs/ build on `get_config(dataset, method)`; every
+field can be overridden on the command line (`--config.train.batch_size=128`).
+`validate` checks a config before any work starts and names the field at
+fault, with the closest valid choice where there is one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+
+import ml_collections
+
+from qagan_jax import input_pipeline
+from qagan_jax import losses
+from qagan_jax import models
+from qagan_jax import train
+
+DATASET_RESOLUTION = {'cifar10': 32, 'stl10': 48, 'celeb_a': 64}
+# Fields that decide what a workdir's checkpoints are: a run may not resume
+# from a workdir written with different values.
+STRUCTURAL_FIELDS = (
+    'model.resolution', 'model.width', 'model.latent_dim',
+    'model.critic_down_blocks', 'model.critic_plain_blocks',
+    'loss.method', 'loss.adversarial', 'loss.niqe.pristine',
+    'data.dataset', 'data.patch_size', 'data.stl10_resolution',
+    'train.n_critic',
+)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every field, with the settings of the QAGAN authors' code."""
+  config = train.default_config()
+  config.data = input_pipeline.default_config()
+  config.run = ml_collections.ConfigDict(dict(
+      log_every=50,            # iterations between metric lines
+      checkpoint_every=1000,   # iterations between checkpoints
+      keep_checkpoints=3,      # most recent checkpoints kept
+      sample_every=1000,       # iterations between sample grids
+      sample_grid=64,          # fixed latents in each grid (a square)
+      standing_stats_samples=1024,  # latents for the EMA generator's BN
+      eval_every=5000,         # iterations between offline evaluations
+      eval_samples=1000,       # samples per evaluation during training
+      progress_bar=True,       # shown on terminals only
+  ))
+  return config
+
+
+def get_config(dataset: str, method: str) -> ml_collections.ConfigDict:
+  """The paper's settings for `dataset` (cifar10, stl10, celeb_a) and
+  `method` (wgangp, ssim, niqe): DESIGN.md section 2."""
+  config = base_config()
+  config.data.dataset = dataset
+  config.model.resolution = DATASET_RESOLUTION[dataset]
+  if dataset == 'cifar10':
+    config.data.cifar10_train_and_test = True   # as the authors' code
+  config.loss.method = method
+  # 100k generator iterations, as WGAN-GP's CIFAR-10 ResNet and the authors.
+  config.train.num_iters = 100_000
+  return config
+
+
+def _closest(value, choices) -> str:
+  close = difflib.get_close_matches(str(value), [str(c) for c in choices],
+                                    n=1)
+  return f"; did you mean '{close[0]}'?" if close else ''
+
+
+def _choice(errors, name, value, choices):
+  if value not in choices:
+    errors.append(f'{name} = {value!r} is not one of '
+                  f'{", ".join(map(repr, choices))}{_closest(value, choices)}')
+
+
+def _positive_int(errors, name, value, minimum=1):
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    errors.append(f'{name} must be an integer, got {value!r}')
+  elif value < minimum:
+    errors.append(f'{name} must be >= {minimum}, got {value}')
+
+
+def _number(errors, name, value, low=0.0, high=math.inf, low_open=False,
+            high_open=True):
+  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+      math.isfinite(value)):
+    errors.append(f'{name} must be a finite number, got {value!r}')
+    return
+  too_low = value <= low if low_open else value < low
+  too_high = value >= high if high_open else value > high
+  if too_low or too_high:
+    errors.append(f'{name} must be in {"(" if low_open else "["}{low}, '
+                  f'{high}{")" if high_open else "]"}, got {value}')
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError listing every invalid field of `config`."""
+  errors = []
+  model, loss, run_cfg = config.model, config.loss, config.run
+  train_cfg, data = config.train, config.data
+  _choice(errors, 'data.dataset', data.dataset, input_pipeline.DATASETS)
+  _choice(errors, 'loss.method', loss.method, losses.METHODS)
+  _choice(errors, 'loss.adversarial', loss.adversarial, losses.ADVERSARIAL)
+  _choice(errors, 'loss.niqe.pristine', loss.niqe.pristine,
+          train.PRISTINE_SOURCES)
+  _choice(errors, 'model.dtype', model.dtype, tuple(train.DTYPES))
+  _choice(errors, 'model.resolution', model.resolution,
+          tuple(models.ARCHITECTURES))
+  _choice(errors, 'data.stl10_resolution', data.stl10_resolution, (48, 96))
+  for name in ('width', 'latent_dim'):
+    _positive_int(errors, f'model.{name}', model[name])
+  for name in ('batch_size', 'generator_batch_size', 'n_critic', 'num_iters'):
+    _positive_int(errors, f'train.{name}', train_cfg[name])
+  for name in ('log_every', 'checkpoint_every', 'keep_checkpoints',
+               'sample_every', 'sample_grid', 'standing_stats_samples',
+               'eval_every', 'eval_samples'):
+    _positive_int(errors, f'run.{name}', run_cfg[name])
+  for name in ('gp_weight', 'quality_weight', 'drift_weight'):
+    _number(errors, f'loss.{name}', loss[name])
+  _number(errors, 'train.learning_rate', train_cfg.learning_rate, low_open=True)
+  _number(errors, 'train.b1', train_cfg.b1, high=1.0)
+  _number(errors, 'train.b2', train_cfg.b2, high=1.0)
+  _number(errors, 'train.adam_eps', train_cfg.adam_eps, low_open=True)
+  _number(errors, 'train.ema_decay', train_cfg.ema_decay, high=1.0)
+  _positive_int(errors, 'data.worker_count', data.worker_count, minimum=0)
+  _positive_int(errors, 'data.read_threads', data.read_threads, minimum=0)
+  if not math.isqrt(run_cfg.sample_grid) ** 2 == run_cfg.sample_grid:
+    errors.append(f'run.sample_grid must be a square number, got '
+                  f'{run_cfg.sample_grid}')
+  if not errors:
+    expected = input_pipeline.resolution(data)
+    if model.resolution != expected:
+      errors.append(
+          f'model.resolution = {model.resolution} does not match the '
+          f'{expected}x{expected} images of data.dataset = {data.dataset!r}'
+          f'{"; set data.patch_size" if data.dataset == "natural_patches" else ""}')
+    try:
+      train.build(config)
+    except ValueError as error:
+      errors.append(str(error))
+    niqe_patch = loss.niqe.patch_size or model.resolution
+    if loss.method == 'niqe' and (niqe_patch % 2 or not 14 <= niqe_patch
+                                  <= model.resolution):
+      errors.append('loss.niqe.patch_size must be even, at least 14 and at '
+                    f'most model.resolution, got {niqe_patch}')
+  if errors:
+    raise ValueError('invalid config:\n  ' + '\n  '.join(errors))
+
+
+def structural_fields(config: ml_collections.ConfigDict) -> dict:
+  """The values of STRUCTURAL_FIELDS, as a flat dict."""
+  values = {}
+  for path in STRUCTURAL_FIELDS:
+    node = config
+    for part in path.split('.'):
+      node = node[part]
+    values[path] = node
+  return values

@@ -1,0 +1,338 @@
+"""The training loop and the other things a run does: resume, log, sample, evaluate, stop.
+
+`train_and_evaluate(config, workdir)` is what `python -m qagan_jax.main`
+runs. It resumes from the newest readable checkpoint in the workdir (state,
+RNG and the input pipeline's position), so an interrupted run continues
+exactly; SIGINT and SIGTERM (a preempted TPU VM) save a checkpoint and
+stop cleanly. It refuses a workdir written by a structurally different
+config, and stops, without saving, when the state stops being finite.
+
+The step itself (pure, sharded) is in train.py; this module does the I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import pathlib
+import signal
+import threading
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from qagan_jax import checkpoints
+from qagan_jax import config as config_lib
+from qagan_jax import evaluation
+from qagan_jax import input_pipeline
+from qagan_jax import reporting
+from qagan_jax import train
+
+log = logging.getLogger(__name__)
+CONFIG_FILE = 'config.json'
+SAMPLE_SEED = 1234       # fixed latents of the sample grids
+STANDING_SEED = 4321     # latents for the EMA generator's BatchNorm statistics
+
+
+class WorkdirMismatchError(ValueError):
+  """The workdir holds a run of a structurally different config."""
+
+
+# --- the workdir's config -------------------------------------------------------------
+
+
+def check_workdir(config: ml_collections.ConfigDict,
+                  workdir: pathlib.Path) -> None:
+  """Refuses a workdir written by a config with other STRUCTURAL_FIELDS;
+  records the config of a new run."""
+  path = workdir / CONFIG_FILE
+  current = config_lib.structural_fields(config)
+  if path.exists():
+    saved = json.loads(path.read_text())
+    before = config_lib.structural_fields(ml_collections.ConfigDict(saved))
+    differences = [f'{k}: {before[k]!r} in the workdir, {current[k]!r} now'
+                   for k in current if before[k] != current[k]]
+    if differences:
+      raise WorkdirMismatchError(
+          f'{workdir} holds a run of another configuration:\n  '
+          + '\n  '.join(differences)
+          + '\nUse another --workdir, or the same configuration to resume.')
+    return
+  workdir.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:
+    path.write_text(config.to_json(indent=1))
+
+
+# --- sampling -----------------------------------------------------------------------
+
+
+def make_sampler(setup: train.Setup, num_standing: int):
+  """A jitted `(state, z) -> images` with the EMA generator.
+
+  BatchNorm uses standing statistics: the batch statistics of the EMA
+  generator itself on `num_standing` fixed latents, computed afresh each
+  time, so that a sample depends only on its own latent (the running
+  averages follow the live generator, not its average).
+  """
+  generator = setup.generator.clone(axis_name=None)
+  standing = generator.clone(bn_momentum=0.0)
+  standing_z = jax.random.normal(jax.random.PRNGKey(STANDING_SEED),
+                                 (num_standing, setup.latent_dim))
+
+  @jax.jit
+  def sample(state: train.TrainState, z):
+    _, stats = standing.apply(
+        {'params': state.gen_ema_params, 'batch_stats': state.gen_batch_stats},
+        standing_z, train=True, mutable=['batch_stats'])
+    return generator.apply({'params': state.gen_ema_params,
+                            'batch_stats': stats['batch_stats']}, z,
+                           train=False)
+
+  return sample
+
+
+def generate(sampler, state, num: int, seed: int, latent_dim: int,
+             batch: int = 500) -> np.ndarray:
+  """`num` samples `[num, R, R, 3]` in [-1, 1] from latents of `seed`."""
+  z = jax.random.normal(jax.random.PRNGKey(seed), (num, latent_dim))
+  return np.concatenate([np.asarray(sampler(state, z[i:i + batch]))
+                         for i in range(0, num, batch)])
+
+
+# --- interruption -------------------------------------------------------------------
+
+
+class _StopRequests:
+  """Turns SIGINT / SIGTERM into a request to save and stop."""
+
+  def __init__(self):
+    self.signal_name = None
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGINT, signal.SIGTERM):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.signal_name is not None:     # a second signal: stop at once
+      signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+      signal.raise_signal(signum)
+    self.signal_name = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    return False
+
+
+# --- the run ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Run:
+  """Everything a run builds before its first step."""
+  config: ml_collections.ConfigDict
+  workdir: pathlib.Path
+  setup: train.Setup
+  mesh: jax.sharding.Mesh
+  iterator: object
+  checkpointer: checkpoints.Checkpointer
+  state: train.TrainState
+  start: int
+
+
+def _abstract_state(setup, mesh, seed):
+  replicated = NamedSharding(mesh, P())
+  shapes = jax.eval_shape(lambda: train.create_train_state(
+      setup, jax.random.PRNGKey(seed)))
+  return jax.tree_util.tree_map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+      shapes)
+
+
+def _prepare(config, workdir) -> _Run:
+  config_lib.validate(config)
+  workdir = pathlib.Path(workdir)
+  check_workdir(config, workdir)
+  setup = train.build(config)
+  mesh = train.make_mesh()
+  loader = input_pipeline.create_loader(config.data, config.train.batch_size,
+                                        seed=config.seed)
+  iterator = iter(loader)
+  checkpointer = checkpoints.Checkpointer(workdir / 'checkpoints',
+                                          config.run.keep_checkpoints)
+  restored = checkpointer.restore(_abstract_state(setup, mesh, config.seed),
+                                  iterator)
+  if restored is not None:
+    state, start = restored
+    log.info('Resuming from the checkpoint of step %d in %s.', start, workdir)
+  else:
+    sobel_batches = None
+    if setup.pristine_source == 'sobel':   # its own stream: the training
+      sobel_batches = iter(input_pipeline.create_loader(   # one is untouched
+          config.data, config.train.batch_size, seed=config.seed + 1))
+    pristine = train.initial_pristine(config, setup, sobel_batches)
+    state = train.create_train_state(setup, jax.random.PRNGKey(config.seed),
+                                     pristine)
+    state = jax.device_put(state, NamedSharding(mesh, P()))
+    start = 0
+  return _Run(config, workdir, setup, mesh, iterator, checkpointer, state,
+              start)
+
+
+def _evaluate_offline(run: _Run, sampler, state, reference) -> dict:
+  """The offline statistics logged during training."""
+  cfg = run.config
+  samples = generate(sampler, state, cfg.run.eval_samples, SAMPLE_SEED + 1,
+                     run.setup.latent_dim)
+  return {'eval/niqe_distance_to_held_out':
+          evaluation.niqe_set_distance(samples, reference)}
+
+
+def _held_out_reference(config):
+  """NIQE-feature MVG of held-out real images, or None if they are missing."""
+  try:
+    images = input_pipeline.held_out_images(config.data,
+                                            config.run.eval_samples)
+  except (input_pipeline.DatasetNotPreparedError, ValueError) as error:
+    log.warning('No held-out images for evaluation (%s); skipping it.',
+                str(error).splitlines()[0])
+    return None
+  return evaluation.niqe_mvg(images)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
+                       *, stop_after=None) -> train.TrainState:
+  """Trains (or resumes) the run of `config` in `workdir`; returns the state.
+
+  Args:
+    config: a full config (config.base_config and its files); validated here.
+    workdir: where checkpoints, metrics, samples and plots go.
+    stop_after: for tests, a step at which to stop as if interrupted.
+  """
+  run = _prepare(config, workdir)
+  cfg, setup, state = run.config, run.setup, run.state
+  total = cfg.train.num_iters
+  step_fn = train.make_train_step(
+      setup, run.mesh, batch_size=cfg.train.batch_size,
+      generator_batch_size=cfg.train.generator_batch_size)
+  lead = jax.process_index() == 0
+  writer = reporting.MetricWriter(run.workdir, run.start, enabled=lead)
+  sampler = make_sampler(setup, cfg.run.standing_stats_samples)
+  grid_z = jax.random.normal(jax.random.PRNGKey(SAMPLE_SEED),
+                             (cfg.run.sample_grid, setup.latent_dim))
+  gen_schedule, _ = train.learning_rate_schedules(cfg.train)
+  sharding = train.batch_sharding(run.mesh)
+  n_critic = cfg.train.n_critic
+  batch_shape = (n_critic, cfg.train.batch_size) + (cfg.model.resolution,) * 2 + (3,)
+  reference = _held_out_reference(cfg)
+
+  def save_grid(step):
+    grid = reporting.image_grid(np.asarray(sampler(state, grid_z)))
+    if lead:
+      reporting.save_png(grid, run.workdir / 'samples' / f'step_{step:07d}.png')
+      writer.image(step, 'samples', grid)
+
+  def evaluate(step):
+    if reference is not None:
+      writer.scalars(step, _evaluate_offline(run, sampler, state, reference))
+
+  if run.start == 0:
+    save_grid(0)
+    evaluate(0)
+  progress = reporting.Progress(total, run.start, cfg.run.progress_bar)
+  last_saved = run.start
+  stopped_by = None
+  with _StopRequests() as requests:
+    for step in range(run.start, total):
+      local = np.stack([next(run.iterator) for _ in range(n_critic)])
+      batch = jax.make_array_from_process_local_data(sharding, local,
+                                                     batch_shape)
+      state, metrics = step_fn(state, batch)
+      done = step + 1
+      progress.update()
+      if done % cfg.run.log_every == 0 or done == total:
+        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+          raise checkpoints.NonFiniteStateError(
+              f'training diverged at step {done}: {", ".join(bad)} not '
+              f'finite. Nothing was saved after step {last_saved}; lower '
+              'train.learning_rate or the penalty weights, and resume.')
+        values['learning_rate'] = float(gen_schedule(step))
+        writer.scalars(done, values)
+        progress.show(values)
+      if done % cfg.run.sample_every == 0 or done == total:
+        save_grid(done)
+      if done % cfg.run.eval_every == 0 or done == total:
+        evaluate(done)
+      if done % cfg.run.checkpoint_every == 0 or done == total:
+        run.checkpointer.save(done, state, run.iterator)
+        last_saved = done
+      stopped_by = requests.signal_name or (
+          'stop_after' if stop_after is not None and done >= stop_after
+          else None)
+      if stopped_by:
+        if last_saved != done:
+          run.checkpointer.save(done, state, run.iterator)
+          last_saved = done
+        progress.write(f'{stopped_by}: stopped at step {done} with a '
+                       f'checkpoint in {run.workdir}; run the same command '
+                       'to resume.')
+        break
+  progress.close()
+  run.checkpointer.wait()
+  run.checkpointer.close()
+  writer.close()
+  if lead and not stopped_by:
+    reporting.plot_loss_curves(run.workdir)
+  return state
+
+
+# --- sampling and evaluating a finished (or running) run ---------------------------
+
+
+def restore_state(config: ml_collections.ConfigDict, workdir, step=None):
+  """The train state of `workdir`'s newest (or `step`) checkpoint, and its step."""
+  config_lib.validate(config)
+  workdir = pathlib.Path(workdir)
+  if not (workdir / 'checkpoints').is_dir():
+    raise FileNotFoundError(f'no checkpoints in {workdir}; train first, or '
+                            'pass the --workdir of a trained run.')
+  check_workdir(config, workdir)
+  setup = train.build(config)
+  mesh = train.make_mesh()
+  iterator = iter(input_pipeline.create_loader(
+      config.data, config.train.batch_size, seed=config.seed))
+  checkpointer = checkpoints.Checkpointer(workdir / 'checkpoints',
+                                          config.run.keep_checkpoints)
+  restored = checkpointer.restore(_abstract_state(setup, mesh, config.seed),
+                                  iterator, step)
+  checkpointer.close()
+  if restored is None:
+    raise FileNotFoundError(f'no checkpoints in {workdir / "checkpoints"}.')
+  return setup, restored[0], restored[1]
+
+
+def sample(config: ml_collections.ConfigDict, workdir, num_samples: int = 64,
+           step: int | None = None, seed: int = 0) -> pathlib.Path:
+  """Writes `num_samples` EMA-generator samples as a PNG grid and an .npz."""
+  setup, state, step = restore_state(config, workdir, step)
+  sampler = make_sampler(setup, config.run.standing_stats_samples)
+  images = generate(sampler, state, num_samples, seed, setup.latent_dim)
+  out = pathlib.Path(workdir) / 'samples'
+  stem = out / f'sample_step{step:07d}_seed{seed}_n{num_samples}'
+  if jax.process_index() == 0:
+    reporting.save_png(reporting.image_grid(images), stem.with_suffix('.png'))
+    np.savez_compressed(stem.with_suffix('.npz'), images=np.clip(np.round(
+        (images + 1) * 127.5), 0, 255).astype(np.uint8), step=step, seed=seed)
+  return stem.with_suffix('.png')
+

@@ -1,0 +1,161 @@
+"""Command line: train, sample from or evaluate a QAGAN run.
+
+    python -m qagan_jax.main --config=configs/demo.py
+    python -m qagan_jax.main --config=configs/stl10_niqe.py [--workdir=DIR]
+        [--config.train.batch_size=128 ...]
+    python -m qagan_jax.main --mode=sample --config=... [--num_samples=64]
+
+Modes: train (the default; resumes when the workdir holds checkpoints),
+sample (a PNG grid and an .npz from the EMA generator), evaluate (see
+qagan_jax.evaluation). The workdir defaults to runs/<config file name>. Any
+config field can be overridden with --config.<field>=<value>; a misspelt
+field or an invalid value stops the command before any work, naming it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import pathlib
+import re
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+from qagan_jax import config as config_lib
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file, e.g. configs/cifar10_ssim.py.',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Run directory (default: runs/<config file name>).')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'sample', 'evaluate'],
+                          'What to do.')
+_NUM_SAMPLES = flags.DEFINE_integer('num_samples', 64,
+                                    'Samples to draw (sample mode).')
+_STEP = flags.DEFINE_integer('checkpoint_step', None,
+                             'Checkpoint to use (default: the newest).')
+_DISTRIBUTED = flags.DEFINE_enum(
+    'distributed', 'auto', ['auto', 'on', 'off'],
+    "Call jax.distributed.initialize(): 'auto' when the environment describes "
+    'a multi-host job (Cloud TPU pod slice, SLURM, Open MPI, or '
+    'JAX_COORDINATOR_ADDRESS).')
+
+log = logging.getLogger('qagan_jax')
+
+
+def _config_path(argv) -> str | None:
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      return arg.split('=', 1)[1].split(':')[0]
+    if arg == '--config' and i + 1 < len(argv):
+      return argv[i + 1].split(':')[0]
+  return None
+
+
+def _unknown_override(argv) -> str | None:
+  """A readable message for the first --config.<field> that does not exist."""
+  path = _config_path(argv)
+  if path is None or not os.path.isfile(path):
+    return None
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location('_qagan_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  for arg in argv:
+    match = re.match(r'--config\.([\w.]+)(=|$)', arg)
+    if not match:
+      continue
+    node, walked = config, []
+    for part in match.group(1).split('.'):
+      if not hasattr(node, 'keys') or part not in node:
+        choices = list(node.keys()) if hasattr(node, 'keys') else []
+        close = difflib.get_close_matches(part, choices, n=1)
+        where = '.'.join(walked + [part])
+        hint = (f"; did you mean '{'.'.join(walked + [close[0]])}'?" if close
+                else '')
+        return f'{arg}: the config has no field {where!r}{hint}'
+      node = node[part]
+      walked.append(part)
+  return None
+
+
+def _parse_flags(argv):
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    sys.exit(f'qagan_jax: {error}\nRun with --helpshort for the flags.')
+  except (AttributeError, KeyError, TypeError, ValueError) as error:
+    message = _unknown_override(argv) or ' '.join(str(error).split())
+    sys.exit(f'qagan_jax: {message}')
+
+
+def _maybe_initialize_distributed(mode: str) -> None:
+  import jax  # pylint: disable=g-import-not-at-top
+  env = os.environ
+  multi_host = (
+      'JAX_COORDINATOR_ADDRESS' in env
+      or int(env.get('SLURM_NTASKS', '1')) > 1
+      or int(env.get('OMPI_COMM_WORLD_SIZE', '1')) > 1
+      or ',' in env.get('TPU_WORKER_HOSTNAMES', '')
+      or ',' in env.get('CLOUD_TPU_TASK_ID', ''))
+  if mode == 'on' or (mode == 'auto' and multi_host):
+    jax.distributed.initialize()
+    log.info('jax.distributed: process %d of %d, %d devices in all.',
+             jax.process_index(), jax.process_count(), jax.device_count())
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  config = _CONFIG.value
+  if config is None:
+    raise app.UsageError('--config is required, e.g. '
+                         '--config=configs/demo.py')
+  try:
+    config_lib.validate(config)
+  except ValueError as error:
+    sys.exit(f'qagan_jax: {error}')
+  if not any(a.startswith(('--verbosity', '-v')) for a in sys.argv[1:]):
+    # Libraries (orbax, grain) log every step at INFO; keep theirs to
+    # warnings and this package's own messages at INFO.
+    absl_logging.set_verbosity(absl_logging.WARNING)
+  handler = logging.StreamHandler()
+  handler.setFormatter(logging.Formatter('%(asctime)s %(message)s', '%H:%M:%S'))
+  log.addHandler(handler)
+  log.setLevel(logging.INFO)
+  log.propagate = False
+  workdir = _WORKDIR.value or str(
+      pathlib.Path('runs') / pathlib.Path(_config_path(sys.argv) or 'run').stem)
+  _maybe_initialize_distributed(_DISTRIBUTED.value)
+  from qagan_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from qagan_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from qagan_jax import loop  # pylint: disable=g-import-not-at-top
+  try:
+    if _MODE.value == 'train':
+      log.info('Training %s in %s.', config.loss.method, workdir)
+      loop.train_and_evaluate(config, workdir)
+    elif _MODE.value == 'sample':
+      path = loop.sample(config, workdir, _NUM_SAMPLES.value, _STEP.value)
+      print(f'wrote {path} and {path.with_suffix(".npz")}')
+    else:
+      from qagan_jax.evaluation import report  # pylint: disable=g-import-not-at-top
+      path = report.evaluate_run(config, workdir, step=_STEP.value,
+                                 num_samples=_NUM_SAMPLES.value)
+      print(f'wrote {path}')
+  except (input_pipeline.DatasetNotPreparedError, loop.WorkdirMismatchError,
+          checkpoints.NonFiniteStateError, FileNotFoundError) as error:
+    sys.exit(f'qagan_jax: {error}')
+
+
+def run():
+  app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == '__main__':
+  run()

@@ -1,0 +1,161 @@
+"""What a run shows: metrics (JSON lines and TensorBoard), a progress bar, image grids, loss curves.
+
+TensorBoard event files are written with tensorboardX, which needs no
+TensorFlow. All files go under the run's workdir:
+
+  metrics.jsonl          one JSON object per logged step
+  tensorboard/           scalars and sample grids
+  samples/step_*.png     grids of samples from fixed latents
+  loss_curves.png        losses and penalties over the run
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+
+
+def image_grid(images: np.ndarray, padding: int = 1) -> np.ndarray:
+  """`[N, H, W, C]` images in [-1, 1] -> one uint8 `[H', W', C]` square grid."""
+  images = np.asarray(images, np.float32)
+  n, h, w, c = images.shape
+  side = math.ceil(math.sqrt(n))
+  grid = np.full((side * (h + padding) + padding,
+                  side * (w + padding) + padding, c), 255, np.uint8)
+  pixels = np.clip(np.round((images + 1) * 127.5), 0, 255).astype(np.uint8)
+  for i in range(n):
+    row, col = divmod(i, side)
+    top, left = padding + row * (h + padding), padding + col * (w + padding)
+    grid[top:top + h, left:left + w] = pixels[i]
+  return grid
+
+
+def save_png(array: np.ndarray, path: str | os.PathLike) -> None:
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(
+      path)
+
+
+class MetricWriter:
+  """Writes scalars to metrics.jsonl and TensorBoard, images to TensorBoard.
+
+  On resume from step s, lines and events of steps after s (written before an
+  interruption, and about to be written again) are dropped.
+  """
+
+  def __init__(self, workdir: str | os.PathLike, resume_step: int = 0,
+               enabled: bool = True):
+    self.enabled = enabled
+    self.path = pathlib.Path(workdir) / 'metrics.jsonl'
+    self._tensorboard = None
+    if not enabled:
+      return
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    if self.path.exists():
+      kept = [line for line in self.path.read_text().splitlines()
+              if line.strip() and json.loads(line)['step'] <= resume_step]
+      self.path.write_text(''.join(line + '\n' for line in kept))
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    self._tensorboard = SummaryWriter(
+        str(pathlib.Path(workdir) / 'tensorboard'),
+        purge_step=resume_step + 1 if resume_step else None)
+
+  def scalars(self, step: int, values: dict) -> None:
+    if not self.enabled:
+      return
+    record = {'step': int(step), 'time': time.time()}
+    record.update({k: float(v) for k, v in values.items()})
+    with self.path.open('a') as f:
+      f.write(json.dumps(record) + '\n')
+    for name, value in values.items():
+      self._tensorboard.add_scalar(name, float(value), step)
+
+  def image(self, step: int, name: str, image: np.ndarray) -> None:
+    if self.enabled:
+      self._tensorboard.add_image(name, image, step, dataformats='HWC')
+
+  def flush(self) -> None:
+    if self._tensorboard is not None:
+      self._tensorboard.flush()
+
+  def close(self) -> None:
+    if self._tensorboard is not None:
+      self._tensorboard.close()
+
+
+def read_metrics(workdir: str | os.PathLike) -> list[dict]:
+  path = pathlib.Path(workdir) / 'metrics.jsonl'
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines()
+          if line.strip()]
+
+
+def plot_loss_curves(workdir: str | os.PathLike,
+                     out: str | os.PathLike | None = None) -> pathlib.Path | None:
+  """Plots the run's losses and penalties to loss_curves.png (matplotlib)."""
+  records = read_metrics(workdir)
+  if not records:
+    return None
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  panels = [
+      ('losses', ('critic_loss', 'generator_loss')),
+      ('Wasserstein estimate', ('wasserstein',)),
+      ('penalties', ('gradient_penalty', 'quality_penalty')),
+      ('evaluation', tuple(sorted({k for r in records for k in r
+                                   if k.startswith('eval/')}))),
+  ]
+  panels = [(title, keys) for title, keys in panels
+            if any(k in r for r in records for k in keys)]
+  fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2),
+                           squeeze=False)
+  for ax, (title, keys) in zip(axes[0], panels):
+    for key in keys:
+      points = [(r['step'], r[key]) for r in records if key in r]
+      if points:
+        steps, values = zip(*points)
+        ax.plot(steps, values, label=key.removeprefix('eval/'),
+                marker='o' if len(points) < 20 else None, markersize=3)
+    ax.set_title(title)
+    ax.set_xlabel('iteration')
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+  fig.tight_layout()
+  out = pathlib.Path(out or pathlib.Path(workdir) / 'loss_curves.png')
+  fig.savefig(out, dpi=90)
+  plt.close(fig)
+  return out
+
+
+class Progress:
+  """A tqdm progress bar with step, steps/s, ETA and losses; silent off-terminal."""
+
+  def __init__(self, total: int, initial: int, enabled: bool = True):
+    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+    self.bar = tqdm(total=total, initial=initial, unit='it', dynamic_ncols=True,
+                    disable=not (enabled and sys.stderr.isatty()),
+                    smoothing=0.1)
+
+  def update(self, n: int = 1) -> None:
+    self.bar.update(n)
+
+  def show(self, metrics: dict) -> None:
+    keys = ('critic_loss', 'generator_loss', 'wasserstein', 'quality_penalty')
+    self.bar.set_postfix({k.replace('_loss', ''): f'{float(metrics[k]):.3g}'
+                          for k in keys if k in metrics}, refresh=False)
+
+  def write(self, message: str) -> None:
+    self.bar.write(message, file=sys.stderr)
+
+  def close(self) -> None:
+    self.bar.close()

@@ -1,0 +1,179 @@
+"""The training loop: exact resume, checkpoint fallback, NaN guard, workdir checks, configs."""
+
+import importlib.util
+import json
+import logging
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from qagan_jax import checkpoints
+from qagan_jax import config as config_lib
+from qagan_jax import input_pipeline
+from qagan_jax import loop
+from qagan_jax import train
+
+
+def leaves(state):
+  return jax.tree_util.tree_leaves(jax.device_get(state))
+
+
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, tiny_run_config):
+  config = tiny_run_config()
+  straight = loop.train_and_evaluate(config, tmp_path / 'straight')
+  loop.train_and_evaluate(config, tmp_path / 'resumed', stop_after=3)
+  assert (tmp_path / 'resumed' / 'checkpoints' / '3').is_dir()
+  resumed = loop.train_and_evaluate(config, tmp_path / 'resumed')
+  assert int(resumed.step) == int(straight.step) == 6
+  for a, b in zip(leaves(straight), leaves(resumed)):
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
+  # the metrics of the resumed run continue the interrupted one, once each
+  steps = [json.loads(line)['step'] for line in
+           (tmp_path / 'resumed' / 'metrics.jsonl').read_text().splitlines()
+           if 'critic_loss' in line]
+  assert steps == [2, 4, 6]
+  outputs = tmp_path / 'straight'
+  assert (outputs / 'loss_curves.png').is_file()
+  assert sorted(p.name for p in (outputs / 'samples').iterdir()) == [
+      'step_0000000.png', 'step_0000003.png', 'step_0000006.png']
+  assert list((outputs / 'tensorboard').glob('events.out.tfevents.*'))
+  records = [json.loads(line) for line in
+             (outputs / 'metrics.jsonl').read_text().splitlines()]
+  assert any('eval/niqe_distance_to_held_out' in r for r in records)
+  assert all(np.isfinite(v) for r in records for v in r.values())
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, caplog, tiny_run_config):
+  config = tiny_run_config(num_iters=4)
+  config.train.num_iters = 4
+  loop.train_and_evaluate(config, tmp_path)
+  latest = tmp_path / 'checkpoints' / '4' / 'state'
+  for path in latest.rglob('*'):
+    if path.is_file():
+      path.write_bytes(b'\0' * 7)         # truncated, garbage files
+  config.train.num_iters = 6
+  with caplog.at_level(logging.WARNING):
+    state = loop.train_and_evaluate(config, tmp_path)
+  assert 'step 4' in caplog.text and 'unreadable' in caplog.text
+  assert int(state.step) == 6
+  assert (tmp_path / 'checkpoints.damaged' / '4').is_dir()   # kept, aside
+  assert sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir()
+                if p.name.isdigit()) == [2, 4, 6]
+
+
+def test_non_finite_state_stops_the_run_without_saving(tmp_path, monkeypatch, tiny_run_config):
+  config = tiny_run_config(log_every=1, checkpoint_every=1)
+  real_make = train.make_train_step
+
+  def poisoned(*args, **kwargs):
+    step = real_make(*args, **kwargs)
+
+    def wrapped(state, batch):
+      state, metrics = step(state, batch)
+      if int(state.step) >= 3:
+        state = state.replace(critic_params=jax.tree_util.tree_map(
+            lambda p: p * jnp.nan, state.critic_params))
+        metrics = dict(metrics, critic_loss=jnp.nan)
+      return state, metrics
+
+    return wrapped
+
+  monkeypatch.setattr(train, 'make_train_step', poisoned)
+  with pytest.raises(checkpoints.NonFiniteStateError,
+                     match='diverged at step 3: critic_loss'):
+    loop.train_and_evaluate(config, tmp_path)
+  saved = sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir()
+                 if p.name.isdigit())
+  assert saved == [1, 2]
+  # and the checkpointer itself refuses a non-finite state
+  checkpointer = checkpoints.Checkpointer(tmp_path / 'other')
+  with pytest.raises(checkpoints.NonFiniteStateError, match='not saved'):
+    checkpointer.save(1, {'w': jnp.array([1.0, jnp.inf])}, None)
+
+
+def test_workdir_of_another_config_is_refused(tmp_path, tiny_run_config):
+  config = tiny_run_config(num_iters=2)
+  config.train.num_iters = 2
+  loop.train_and_evaluate(config, tmp_path)
+  other = tiny_run_config()
+  other.model.width = 8
+  with pytest.raises(loop.WorkdirMismatchError,
+                     match=r'model.width: 4 in the workdir, 8 now'):
+    loop.train_and_evaluate(other, tmp_path)
+  fine = tiny_run_config(log_every=1)   # non-structural changes are fine
+  fine.train.num_iters = 2
+  loop.train_and_evaluate(fine, tmp_path)
+
+
+def test_sample_mode_writes_a_grid_and_the_images(tmp_path, tiny_run_config):
+  config = tiny_run_config(num_iters=2)
+  config.train.num_iters = 2
+  loop.train_and_evaluate(config, tmp_path)
+  path = loop.sample(config, tmp_path, num_samples=10)
+  assert path.is_file()
+  stored = np.load(path.with_suffix('.npz'))
+  assert stored['images'].shape == (10, 32, 32, 3)
+  assert stored['images'].dtype == np.uint8 and int(stored['step']) == 2
+  with pytest.raises(FileNotFoundError, match='no checkpoints'):
+    loop.sample(config, tmp_path / 'empty')
+
+
+def load_config_file(path):
+  spec = importlib.util.spec_from_file_location(path.stem, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+CONFIG_FILES = sorted(
+    (pathlib.Path(__file__).resolve().parents[1] / 'configs').glob('*.py'))
+
+
+def test_there_are_nine_paper_configs_a_base_and_the_demo():
+  names = {p.stem for p in CONFIG_FILES}
+  assert {'base', 'demo'} < names
+  assert {f'{d}_{m}' for d in ('cifar10', 'stl10', 'celeba')
+          for m in ('wgangp', 'ssim', 'niqe')} < names
+
+
+@pytest.mark.parametrize('path', CONFIG_FILES, ids=lambda p: p.stem)
+def test_every_config_file_validates_and_builds_models_and_pipeline(path):
+  config = load_config_file(path)
+  config_lib.validate(config)
+  setup = train.build(config)
+  state = jax.eval_shape(lambda: train.create_train_state(
+      setup, jax.random.PRNGKey(0)))
+  assert state.gen_params and state.critic_params
+  side = config.model.resolution
+  with tfds.testing.mock_data(num_examples=2 * config.train.batch_size):
+    loader = input_pipeline.create_loader(config.data, config.train.batch_size,
+                                          seed=0, device_count=1)
+    batch = next(iter(loader))
+  assert batch.shape == (config.train.batch_size, side, side, 3)
+  if path.stem != 'base' and path.stem != 'demo':
+    dataset, method = path.stem.split('_')
+    assert config.loss.method == method
+    assert config.data.dataset == {'celeba': 'celeb_a'}.get(dataset, dataset)
+    assert (config.train.n_critic, config.train.learning_rate,
+            config.loss.gp_weight, config.loss.quality_weight) == (
+                5, 2e-4, 1.0, 0.1)
+
+
+def test_validate_names_bad_fields_and_suggests(tiny_run_config):
+  config = tiny_run_config()
+  config.loss.method = 'nique'
+  config.model.resolution = 48
+  config.train.learning_rate = -1.0
+  with pytest.raises(ValueError) as error:
+    config_lib.validate(config)
+  message = str(error.value)
+  assert "loss.method = 'nique'" in message and "did you mean 'niqe'" in message
+  assert 'train.learning_rate must be in (0.0, inf)' in message
+  config = tiny_run_config()
+  config.model.resolution = 48
+  with pytest.raises(ValueError, match='does not match the 32x32 images'):
+    config_lib.validate(config)

@@ -1,0 +1,109 @@
+"""The command line, end to end in subprocesses: train, resume, sample, SIGTERM, bad flags."""
+
+import json
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+TINY = [
+    '--config.model.width=4', '--config.train.batch_size=8',
+    '--config.train.generator_batch_size=8', '--config.train.n_critic=1',
+    '--config.data.patches_per_epoch=1024', '--config.run.log_every=2',
+    '--config.run.checkpoint_every=2', '--config.run.sample_every=2',
+    '--config.run.eval_every=2', '--config.run.eval_samples=64',
+    '--config.run.standing_stats_samples=32', '--config.run.sample_grid=16',
+]
+
+
+def qagan(*args, timeout=600, check=True):
+  result = subprocess.run(
+      [sys.executable, '-m', 'qagan_jax.main', '--config=configs/demo.py',
+       *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+  if check and result.returncode != 0:
+    raise AssertionError(f'exit {result.returncode}\n{result.stderr[-3000:]}')
+  return result
+
+
+def training_steps(workdir):
+  lines = (pathlib.Path(workdir) / 'metrics.jsonl').read_text().splitlines()
+  return [json.loads(line)['step'] for line in lines if 'critic_loss' in line]
+
+
+def test_train_writes_everything_then_resumes_then_samples(tmp_path):
+  workdir = tmp_path / 'run'
+  qagan(f'--workdir={workdir}', '--config.train.num_iters=4', *TINY)
+  for name in ('config.json', 'metrics.jsonl', 'loss_curves.png'):
+    assert (workdir / name).is_file(), name
+  assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()
+                if p.name.isdigit()) == ['2', '4']
+  assert list((workdir / 'tensorboard').glob('events.out.tfevents.*'))
+  assert (workdir / 'samples' / 'step_0000004.png').is_file()
+  assert training_steps(workdir) == [2, 4]
+  # A second invocation with a longer run resumes at step 4.
+  result = qagan(f'--workdir={workdir}', '--config.train.num_iters=6', *TINY)
+  assert 'Resuming from the checkpoint of step 4' in result.stderr
+  assert training_steps(workdir) == [2, 4, 6]
+  result = qagan(f'--workdir={workdir}', '--mode=sample', '--num_samples=9',
+                 *TINY)
+  assert 'sample_step0000006_seed0_n9.png' in result.stdout
+  assert (workdir / 'samples' / 'sample_step0000006_seed0_n9.npz').is_file()
+
+
+def test_sigterm_saves_a_checkpoint_that_resumes(tmp_path):
+  workdir = tmp_path / 'run'
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'qagan_jax.main', '--config=configs/demo.py',
+       f'--workdir={workdir}', '--config.train.num_iters=100000', *TINY,
+       '--config.run.checkpoint_every=100000', '--config.run.log_every=1',
+       '--config.run.eval_every=100000', '--config.run.sample_every=100000'],
+      cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  metrics = workdir / 'metrics.jsonl'
+  deadline = time.time() + 300
+  while time.time() < deadline and not (
+      metrics.exists() and len(training_steps(workdir)) >= 3):
+    assert process.poll() is None, process.communicate()[1][-2000:]
+    time.sleep(0.5)
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=300)
+  assert process.returncode == 0, stderr[-2000:]
+  assert 'SIGTERM: stopped at step' in stderr
+  saved = [int(p.name) for p in (workdir / 'checkpoints').iterdir()
+           if p.name.isdigit()]
+  assert len(saved) == 1 and saved[0] >= 3
+  result = qagan(f'--workdir={workdir}', f'--config.train.num_iters={saved[0] + 1}',
+                 *TINY)
+  assert f'Resuming from the checkpoint of step {saved[0]}' in result.stderr
+
+
+@pytest.mark.parametrize('flag,expected', [
+    ('--config.train.batch_sizee=3',
+     "no field 'train.batch_sizee'; did you mean 'train.batch_size'?"),
+    ('--config.trian.batch_size=3', "no field 'trian'; did you mean 'train'?"),
+    ('--config.loss.method=nique', "did you mean 'niqe'?"),
+    ('--config.train.batch_size=abc', 'invalid literal for int()'),
+    ('--config.model.resolution=48', 'does not match the 32x32 images'),
+])
+def test_bad_overrides_stop_before_any_work(tmp_path, flag, expected):
+  result = qagan(f'--workdir={tmp_path / "run"}', flag, check=False,
+                 timeout=120)
+  assert result.returncode != 0
+  assert expected in result.stderr, result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr
+  assert not (tmp_path / 'run').exists()
+
+
+def test_config_mismatch_is_refused(tmp_path):
+  workdir = tmp_path / 'run'
+  qagan(f'--workdir={workdir}', '--config.train.num_iters=2', *TINY)
+  result = qagan(f'--workdir={workdir}', '--config.train.num_iters=2', *TINY,
+                 '--config.model.width=8', check=False)
+  assert result.returncode != 0
+  assert 'holds a run of another configuration' in result.stderr
+  assert 'model.width: 4 in the workdir, 8 now' in result.stderr

@@ -46,7 +46,8 @@ class Checkpointer:
   """Saves and restores (state, data iterator) under `directory`."""
 
   def __init__(self, directory: str | os.PathLike, keep: int = 3):
-    self.directory = os.fspath(directory)
+    # orbax wants absolute paths
+    self.directory = os.path.abspath(os.fspath(directory))
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),

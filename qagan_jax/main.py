@@ -105,7 +105,21 @@ def _maybe_initialize_distributed(mode: str) -> None:
       or ',' in env.get('TPU_WORKER_HOSTNAMES', '')
       or ',' in env.get('CLOUD_TPU_TASK_ID', ''))
   if mode == 'on' or (mode == 'auto' and multi_host):
-    jax.distributed.initialize()
+    # Cluster environments (TPU pods, SLURM, MPI) describe themselves; a
+    # hand-made cluster gives JAX_COORDINATOR_ADDRESS with these two.
+    explicit = {}
+    if 'JAX_NUM_PROCESSES' in env:
+      explicit['num_processes'] = int(env['JAX_NUM_PROCESSES'])
+    if 'JAX_PROCESS_ID' in env:
+      explicit['process_id'] = int(env['JAX_PROCESS_ID'])
+    try:
+      jax.distributed.initialize(**explicit)
+    except (ValueError, RuntimeError) as error:
+      sys.exit(f'qagan_jax: jax.distributed.initialize() failed: {error}\n'
+               'A multi-host run needs its cluster environment (Cloud TPU, '
+               'SLURM, Open MPI) or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES '
+               'and JAX_PROCESS_ID on every host; --distributed=off runs on '
+               'this host alone.')
     log.info('jax.distributed: process %d of %d, %d devices in all.',
              jax.process_index(), jax.process_count(), jax.device_count())
 

@@ -43,7 +43,8 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, tiny_
   assert list((outputs / 'tensorboard').glob('events.out.tfevents.*'))
   records = [json.loads(line) for line in
              (outputs / 'metrics.jsonl').read_text().splitlines()]
-  assert any('eval/niqe_distance_to_held_out' in r for r in records)
+  assert any('eval/niqe_distance' in r and 'eval/swd/mean' in r and
+             'eval/diversity/ssim_pairs' in r for r in records)
   assert all(np.isfinite(v) for r in records for v in r.values())
 
 

@@ -1,6 +1,7 @@
 """The command line, end to end in subprocesses: train, resume, sample, SIGTERM, bad flags."""
 
 import json
+import os
 import pathlib
 import signal
 import subprocess
@@ -22,10 +23,11 @@ TINY = [
 ]
 
 
-def qagan(*args, timeout=600, check=True):
+def qagan(*args, timeout=600, check=True, cwd=REPO_ROOT):
   result = subprocess.run(
-      [sys.executable, '-m', 'qagan_jax.main', '--config=configs/demo.py',
-       *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+      [sys.executable, '-m', 'qagan_jax.main',
+       f'--config={REPO_ROOT / "configs" / "demo.py"}', *args], cwd=cwd,
+      capture_output=True, text=True, timeout=timeout)
   if check and result.returncode != 0:
     raise AssertionError(f'exit {result.returncode}\n{result.stderr[-3000:]}')
   return result
@@ -99,11 +101,26 @@ def test_bad_overrides_stop_before_any_work(tmp_path, flag, expected):
   assert not (tmp_path / 'run').exists()
 
 
-def test_config_mismatch_is_refused(tmp_path):
-  workdir = tmp_path / 'run'
-  qagan(f'--workdir={workdir}', '--config.train.num_iters=2', *TINY)
-  result = qagan(f'--workdir={workdir}', '--config.train.num_iters=2', *TINY,
-                 '--config.model.width=8', check=False)
+def test_default_workdir_and_config_mismatch_refusal(tmp_path):
+  # no --workdir: runs/<config name>, relative to the current directory
+  qagan('--config.train.num_iters=2', *TINY, cwd=tmp_path)
+  workdir = tmp_path / 'runs' / 'demo'
+  assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()) == ['2']
+  result = qagan('--config.train.num_iters=2', *TINY,
+                 '--config.model.width=8', check=False, cwd=tmp_path)
   assert result.returncode != 0
   assert 'holds a run of another configuration' in result.stderr
   assert 'model.width: 4 in the workdir, 8 now' in result.stderr
+
+
+def test_incomplete_multi_host_environment_gets_a_clear_message(tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-m', 'qagan_jax.main',
+       f'--config={REPO_ROOT / "configs" / "demo.py"}',
+       f'--workdir={tmp_path / "run"}'], cwd=REPO_ROOT, capture_output=True,
+      text=True, timeout=120,
+      env=dict(os.environ, JAX_COORDINATOR_ADDRESS='localhost:12345'))
+  assert result.returncode != 0
+  assert 'jax.distributed.initialize() failed' in result.stderr
+  assert 'JAX_NUM_PROCESSES' in result.stderr
+  assert 'Traceback' not in result.stderr

@@ -342,6 +342,15 @@ def held_out_images(data_config, count: int, *, seed: int = 1) -> np.ndarray:
   test split (STL-10: its 'test' split).
   """
   split = 'held_out' if data_config.dataset == 'natural_patches' else 'test'
+  return split_images(data_config, split, count, seed=seed)
+
+
+def split_images(data_config, split: str, count: int, *,
+                 seed: int = 1) -> np.ndarray:
+  """`count` preprocessed images `[count, R, R, 3]` in [-1, 1] of `split`
+  ('train' is the training data as the run sees it, e.g. CIFAR-10's train
+  and test splits when cifar10_train_and_test), drawn without replacement
+  in a random order fixed by `seed`; all of them when `count` exceeds it."""
   source = data_source(data_config, split)
   preprocess = _preprocess(data_config)
   rng = np.random.default_rng(seed)

@@ -28,10 +28,10 @@ from jax.sharding import PartitionSpec as P
 
 from qagan_jax import checkpoints
 from qagan_jax import config as config_lib
-from qagan_jax import evaluation
 from qagan_jax import input_pipeline
 from qagan_jax import reporting
 from qagan_jax import train
+from qagan_jax.evaluation import report
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = 'config.json'
@@ -160,7 +160,7 @@ def _abstract_state(setup, mesh, seed):
 
 def _prepare(config, workdir) -> _Run:
   config_lib.validate(config)
-  workdir = pathlib.Path(workdir)
+  workdir = pathlib.Path(workdir).absolute()
   check_workdir(config, workdir)
   setup = train.build(config)
   mesh = train.make_mesh()
@@ -188,27 +188,6 @@ def _prepare(config, workdir) -> _Run:
               start)
 
 
-def _evaluate_offline(run: _Run, sampler, state, reference) -> dict:
-  """The offline statistics logged during training."""
-  cfg = run.config
-  samples = generate(sampler, state, cfg.run.eval_samples, SAMPLE_SEED + 1,
-                     run.setup.latent_dim)
-  return {'eval/niqe_distance_to_held_out':
-          evaluation.niqe_set_distance(samples, reference)}
-
-
-def _held_out_reference(config):
-  """NIQE-feature MVG of held-out real images, or None if they are missing."""
-  try:
-    images = input_pipeline.held_out_images(config.data,
-                                            config.run.eval_samples)
-  except (input_pipeline.DatasetNotPreparedError, ValueError) as error:
-    log.warning('No held-out images for evaluation (%s); skipping it.',
-                str(error).splitlines()[0])
-    return None
-  return evaluation.niqe_mvg(images)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
                        *, stop_after=None) -> train.TrainState:
   """Trains (or resumes) the run of `config` in `workdir`; returns the state.
@@ -233,7 +212,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
   sharding = train.batch_sharding(run.mesh)
   n_critic = cfg.train.n_critic
   batch_shape = (n_critic, cfg.train.batch_size) + (cfg.model.resolution,) * 2 + (3,)
-  reference = _held_out_reference(cfg)
+  evaluator = report.Evaluator(cfg, cfg.eval.train_metrics,
+                               cfg.run.eval_samples,
+                               cache_dir=run.workdir / 'reference')
 
   def save_grid(step):
     grid = reporting.image_grid(np.asarray(sampler(state, grid_z)))
@@ -242,8 +223,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
       writer.image(step, 'samples', grid)
 
   def evaluate(step):
-    if reference is not None:
-      writer.scalars(step, _evaluate_offline(run, sampler, state, reference))
+    samples = generate(sampler, state, cfg.run.eval_samples, report.SEED,
+                       setup.latent_dim)
+    results = evaluator(samples)
+    writer.scalars(step, {f'eval/{k}': v for k, v in results.items()})
 
   if run.start == 0:
     save_grid(0)
@@ -303,7 +286,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
 def restore_state(config: ml_collections.ConfigDict, workdir, step=None):
   """The train state of `workdir`'s newest (or `step`) checkpoint, and its step."""
   config_lib.validate(config)
-  workdir = pathlib.Path(workdir)
+  workdir = pathlib.Path(workdir).absolute()
   if not (workdir / 'checkpoints').is_dir():
     raise FileNotFoundError(f'no checkpoints in {workdir}; train first, or '
                             'pass the --workdir of a trained run.')

@@ -6,8 +6,9 @@
     python -m qagan_jax.main --mode=sample --config=... [--num_samples=64]
 
 Modes: train (the default; resumes when the workdir holds checkpoints),
-sample (a PNG grid and an .npz from the EMA generator), evaluate (see
-qagan_jax.evaluation). The workdir defaults to runs/<config file name>. Any
+sample (a PNG grid and an .npz from the EMA generator), evaluate (the
+metrics of eval.metrics on the EMA generator's samples, as a JSON report in
+<workdir>/eval/). The workdir defaults to runs/<config file name>. Any
 config field can be overridden with --config.<field>=<value>; a misspelt
 field or an invalid value stops the command before any work, naming it.
 """
@@ -35,8 +36,9 @@ _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Run directory (default: runs/<config file name>).')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'sample', 'evaluate'],
                           'What to do.')
-_NUM_SAMPLES = flags.DEFINE_integer('num_samples', 64,
-                                    'Samples to draw (sample mode).')
+_NUM_SAMPLES = flags.DEFINE_integer(
+    'num_samples', None, 'Samples to draw: sample mode, default 64; evaluate '
+    'mode, default eval.num_samples (50,000, as the paper).')
 _STEP = flags.DEFINE_integer('checkpoint_step', None,
                              'Checkpoint to use (default: the newest).')
 _DISTRIBUTED = flags.DEFINE_enum(
@@ -155,12 +157,14 @@ def main(argv):
       log.info('Training %s in %s.', config.loss.method, workdir)
       loop.train_and_evaluate(config, workdir)
     elif _MODE.value == 'sample':
-      path = loop.sample(config, workdir, _NUM_SAMPLES.value, _STEP.value)
+      path = loop.sample(config, workdir, _NUM_SAMPLES.value or 64,
+                         _STEP.value)
       print(f'wrote {path} and {path.with_suffix(".npz")}')
     else:
       from qagan_jax.evaluation import report  # pylint: disable=g-import-not-at-top
       path = report.evaluate_run(config, workdir, step=_STEP.value,
                                  num_samples=_NUM_SAMPLES.value)
+      print(path.read_text(), end='')
       print(f'wrote {path}')
   except (input_pipeline.DatasetNotPreparedError, loop.WorkdirMismatchError,
           checkpoints.NonFiniteStateError, FileNotFoundError) as error:

@@ -112,9 +112,16 @@ def plot_loss_curves(workdir: str | os.PathLike,
       ('losses', ('critic_loss', 'generator_loss')),
       ('Wasserstein estimate', ('wasserstein',)),
       ('penalties', ('gradient_penalty', 'quality_penalty')),
-      ('evaluation', tuple(sorted({k for r in records for k in r
-                                   if k.startswith('eval/')}))),
   ]
+  # one panel per evaluation metric (their scales differ), main values only
+  logged = {k for r in records for k in r if k.startswith('eval/')}
+  for key in sorted(logged):
+    name = key.removeprefix('eval/')
+    if name.endswith(('_std', '_stderr', '_real')) or (
+        name.startswith('swd/') and name != 'swd/mean'):
+      continue
+    companions = tuple(k for k in (key, key + '_real') if k in logged)
+    panels.append((name, companions))
   panels = [(title, keys) for title, keys in panels
             if any(k in r for r in records for k in keys)]
   fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2),

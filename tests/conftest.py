@@ -40,7 +40,7 @@ def repo_root() -> pathlib.Path:
   return REPO_ROOT
 
 
-@pytest.fixture
+@pytest.fixture(scope='session')
 def tiny_run_config():
   """A factory of run configs that train in seconds: natural_patches, width 4."""
   return _tiny_run_config

@@ -56,6 +56,22 @@ def test_train_writes_everything_then_resumes_then_samples(tmp_path):
                  *TINY)
   assert 'sample_step0000006_seed0_n9.png' in result.stdout
   assert (workdir / 'samples' / 'sample_step0000006_seed0_n9.npz').is_file()
+  result = qagan(f'--workdir={workdir}', '--mode=evaluate', '--num_samples=64',
+                 *TINY)
+  report = json.loads((workdir / 'eval' / 'step_0000006.json').read_text())
+  assert report['num_samples'] == 64 and 'swd/mean' in report['metrics']
+  assert 'niqe_distance' in result.stdout
+
+
+def test_evaluate_without_inception_weights_says_which_file(tmp_path):
+  result = qagan(f'--workdir={tmp_path / "run"}', '--mode=evaluate',
+                 "--config.eval.metrics=('fid', 'swd')",
+                 f'--config.eval.inception_weights={tmp_path / "absent.npz"}',
+                 check=False, timeout=120)
+  assert result.returncode != 0
+  assert 'pt_inception-2015-12-05-6726825d.pth' in result.stderr
+  assert 'python -m qagan_jax.evaluation.inception' in result.stderr
+  assert 'Traceback' not in result.stderr, result.stderr[-2000:]
 
 
 def test_sigterm_saves_a_checkpoint_that_resumes(tmp_path):

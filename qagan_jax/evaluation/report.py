@@ -1,0 +1,196 @@
+"""Measuring a generator: every metric of a config against its reference images.
+
+`Evaluator` computes the metrics named in a config (`eval.metrics` for the
+evaluate mode, `eval.train_metrics` during training) on generated samples,
+against real images of `eval.reference_split`; its reference statistics are
+computed once and cached in the workdir. `evaluate_run` is
+`python -m qagan_jax.main --mode=evaluate`: the EMA generator of a
+checkpoint, `num_samples` samples, a JSON report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import pathlib
+import time
+
+import numpy as np
+
+from qagan_jax import input_pipeline
+from qagan_jax.evaluation import inception
+from qagan_jax.evaluation import metrics as metrics_lib
+from qagan_jax.evaluation import offline
+
+log = logging.getLogger(__name__)
+
+INCEPTION_METRICS = ('fid', 'is', 'kid')
+OFFLINE_METRICS = ('swd', 'niqe', 'diversity')
+METRICS = INCEPTION_METRICS + OFFLINE_METRICS
+REFERENCE_SPLITS = ('train', 'held_out')
+KID_REFERENCE_ROWS = 10_000   # reference features kept for KID's subsets
+SEED = 2024                   # latents of the evaluation samples
+
+
+def check_metrics(names, field: str = 'eval.metrics') -> list[str]:
+  """Errors for unknown metric names (used by config validation)."""
+  import difflib  # pylint: disable=g-import-not-at-top
+  errors = []
+  if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+    return [f"{field} must be a tuple of metric names such as "
+            f"('fid', 'swd'), got {names!r}"]
+  for name in names:
+    if name not in METRICS:
+      close = difflib.get_close_matches(name, METRICS, n=1)
+      errors.append(f'{field}: unknown metric {name!r}'
+                    + (f"; did you mean '{close[0]}'?" if close else '')
+                    + f' (known: {", ".join(METRICS)})')
+  return errors
+
+
+def reference_images(data_config, split: str, count: int) -> np.ndarray:
+  """Real images `[n, R, R, 3]` in [-1, 1] of 'train' or 'held_out'."""
+  if split == 'held_out':
+    return input_pipeline.held_out_images(data_config, count)
+  return input_pipeline.split_images(data_config, 'train', count)
+
+
+class Evaluator:
+  """`evaluator(samples)` -> {metric name: value} for samples in [-1, 1].
+
+  Args:
+    config: the run's config (data, eval fields).
+    metrics: names from METRICS.
+    num_samples: how many samples it will be given (sizes the offline
+      references: SWD compares sets of equal size).
+    cache_dir: where reference statistics are cached (None: not cached).
+  """
+
+  def __init__(self, config, metrics, num_samples: int, cache_dir=None):
+    errors = check_metrics(metrics)
+    if errors:
+      raise ValueError('; '.join(errors))
+    self.config = config
+    self.metrics = tuple(metrics)
+    self.num_samples = num_samples
+    self.cache_dir = pathlib.Path(cache_dir) if cache_dir else None
+    self.extractor = None
+    if set(self.metrics) & set(INCEPTION_METRICS):
+      # Fails here, before any sampling, when the weights are missing.
+      variables = inception.load_weights(config.eval.inception_weights or None)
+      self.extractor = metrics_lib.InceptionExtractor(
+          variables, config.eval.batch_size)
+    self._offline_reference = None
+    self._inception_reference = None
+
+  # -- references, computed once ------------------------------------------------------
+
+  def _cache_path(self, kind: str, count: int) -> pathlib.Path | None:
+    if self.cache_dir is None:
+      return None
+    data = self.config.data
+    key = json.dumps([data.to_dict(), self.config.eval.reference_split, kind,
+                      count], sort_keys=True, default=str)
+    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+    return self.cache_dir / (f'{data.dataset}_{self.config.eval.reference_split}'
+                             f'_{kind}_{count}_{digest}.npz')
+
+  def offline_reference(self):
+    """(images for SWD, NIQE MVG, pairwise SSIM) of the real images."""
+    if self._offline_reference is None:
+      count = min(self.num_samples, self.config.eval.swd_images)
+      images = reference_images(self.config.data,
+                                self.config.eval.reference_split, count)
+      mvg = offline.niqe_mvg(images) if 'niqe' in self.metrics else None
+      ssim = (offline.pairwise_ssim(images, self.config.eval.diversity_pairs)
+              if 'diversity' in self.metrics else None)
+      self._offline_reference = (images, mvg, ssim)
+    return self._offline_reference
+
+  def inception_reference(self):
+    """(GaussianStats, KID features) of the real images' Inception features."""
+    if self._inception_reference is not None:
+      return self._inception_reference
+    count = self.config.eval.reference_samples
+    path = self._cache_path('inception', count)
+    if path is not None and path.is_file():
+      with np.load(path) as stored:
+        self._inception_reference = (
+            metrics_lib.GaussianStats(stored['mean'], stored['cov'],
+                                      int(stored['count'])),
+            stored['kid_features'])
+      log.info('Reference Inception statistics from %s.', path)
+      return self._inception_reference
+    start = time.perf_counter()
+    images = reference_images(self.config.data,
+                              self.config.eval.reference_split, count)
+    features, _ = self.extractor(metrics_lib.to_uint8(images))
+    stats = metrics_lib.GaussianStats.of(features)
+    kid_features = features[:KID_REFERENCE_ROWS]
+    if path is not None:
+      path.parent.mkdir(parents=True, exist_ok=True)
+      np.savez(path, mean=stats.mean, cov=stats.cov, count=stats.count,
+               kid_features=kid_features)
+    log.info('Reference Inception statistics of %d images in %.0f s%s.',
+             len(images), time.perf_counter() - start,
+             f', cached in {path}' if path else '')
+    self._inception_reference = (stats, kid_features)
+    return self._inception_reference
+
+  # -- measuring ---------------------------------------------------------------------
+
+  def __call__(self, samples) -> dict[str, float]:
+    samples = np.asarray(samples, np.float32)
+    results = {}
+    if self.extractor is not None:
+      features, logits = self.extractor(metrics_lib.to_uint8(samples))
+      stats, kid_features = self.inception_reference()
+      if 'fid' in self.metrics:
+        results['fid'] = metrics_lib.fid(metrics_lib.GaussianStats.of(features),
+                                         stats)
+      if 'is' in self.metrics:
+        results['is'], results['is_std'] = metrics_lib.inception_score(logits)
+      if 'kid' in self.metrics:
+        results.update(metrics_lib.kid(features, kid_features))
+    if set(self.metrics) & set(OFFLINE_METRICS):
+      images, mvg, real_ssim = self.offline_reference()
+      if 'swd' in self.metrics:
+        n = min(len(samples), len(images))
+        results.update(offline.sliced_wasserstein(samples[:n], images[:n]))
+      if 'niqe' in self.metrics:
+        results['niqe_distance'] = offline.niqe_set_distance(samples, mvg)
+      if 'diversity' in self.metrics:
+        results['diversity/ssim_pairs'] = offline.pairwise_ssim(
+            samples, self.config.eval.diversity_pairs)
+        results['diversity/ssim_pairs_real'] = real_ssim
+    return results
+
+
+def evaluate_run(config, workdir, step: int | None = None,
+                 num_samples: int | None = None) -> pathlib.Path:
+  """Evaluates a checkpoint's EMA generator; writes and returns a JSON report.
+
+  `num_samples` defaults to eval.num_samples (50,000, as the paper). The
+  report goes to `<workdir>/eval/step_<step>.json`.
+  """
+  from qagan_jax import loop  # pylint: disable=g-import-not-at-top
+  workdir = pathlib.Path(workdir).absolute()
+  num_samples = num_samples or config.eval.num_samples
+  evaluator = Evaluator(config, config.eval.metrics, num_samples,
+                        cache_dir=workdir / 'reference')
+  setup, state, step = loop.restore_state(config, workdir, step)
+  start = time.perf_counter()
+  sampler = loop.make_sampler(setup, config.run.standing_stats_samples)
+  samples = loop.generate(sampler, state, num_samples, SEED, setup.latent_dim)
+  results = evaluator(samples)
+  report = {
+      'step': step, 'num_samples': num_samples,
+      'dataset': config.data.dataset, 'method': config.loss.method,
+      'reference_split': config.eval.reference_split,
+      'metrics': results, 'seconds': round(time.perf_counter() - start, 1),
+  }
+  path = workdir / 'eval' / f'step_{step:07d}.json'
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(report, indent=1) + '\n')
+  return path

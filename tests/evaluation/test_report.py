@@ -1,0 +1,78 @@
+"""The evaluate mode: metrics of a checkpoint's EMA generator, reference caching, clear failures."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from qagan_jax import config as config_lib
+from qagan_jax import loop
+from qagan_jax.evaluation import inception
+from qagan_jax.evaluation import report
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, tiny_run_config):
+  config = tiny_run_config()
+  config.train.num_iters = 2
+  workdir = tmp_path_factory.mktemp('run')
+  loop.train_and_evaluate(config, workdir)
+  return config, workdir
+
+
+def test_evaluate_run_writes_a_report_of_the_offline_metrics(trained):
+  config, workdir = trained
+  config = config.copy_and_resolve_references()
+  config.eval.metrics = ('swd', 'niqe', 'diversity')
+  path = report.evaluate_run(config, workdir, num_samples=64)
+  assert path == workdir / 'eval' / 'step_0000002.json'
+  result = json.loads(path.read_text())
+  assert result['step'] == 2 and result['num_samples'] == 64
+  values = result['metrics']
+  assert {'swd/mean', 'swd/32', 'swd/16', 'niqe_distance',
+          'diversity/ssim_pairs', 'diversity/ssim_pairs_real'} <= set(values)
+  assert all(np.isfinite(v) for v in values.values())
+  # two training steps: far from the data, by every measure
+  assert values['swd/mean'] > 10 and values['niqe_distance'] > 1
+
+
+def test_inception_metrics_with_converted_weights_and_a_cached_reference(
+    trained, tmp_path, caplog, random_inception_variables):
+  config, workdir = trained
+  config = config.copy_and_resolve_references()
+  weights = tmp_path / 'inception.npz'
+  inception.save_weights(random_inception_variables(seed=4), weights)
+  config.eval.inception_weights = str(weights)
+  config.eval.metrics = ('fid', 'is', 'kid')
+  config.eval.reference_samples = 24
+  config.eval.batch_size = 12
+  config_lib.validate(config)
+  evaluator = report.Evaluator(config, config.eval.metrics, 20,
+                               cache_dir=tmp_path / 'reference')
+  samples = np.random.default_rng(0).uniform(-1, 1, (20, 32, 32, 3))
+  first = evaluator(samples)
+  assert set(first) == {'fid', 'is', 'is_std', 'kid', 'kid_std', 'kid_stderr'}
+  assert first['fid'] > 0 and first['is'] >= 1
+  assert len(list((tmp_path / 'reference').glob('*_inception_24_*.npz'))) == 1
+  again = report.Evaluator(config, config.eval.metrics, 20,
+                           cache_dir=tmp_path / 'reference')
+  with caplog.at_level(logging.INFO):
+    second = again(samples)
+  assert 'Reference Inception statistics from' in caplog.text
+  assert second['fid'] == pytest.approx(first['fid'], rel=1e-6)
+
+
+def test_missing_weights_fail_before_any_work(tmp_path):
+  config = config_lib.get_config('cifar10', 'ssim')
+  config.eval.inception_weights = str(tmp_path / 'absent.npz')
+  with pytest.raises(inception.InceptionWeightsMissing,
+                     match='pt_inception-2015-12-05'):
+    report.Evaluator(config, config.eval.metrics, 100)
+
+
+def test_unknown_metric_names_are_rejected_with_a_suggestion():
+  config = config_lib.demo_config()
+  config.eval.metrics = ('fdi', 'swd')
+  with pytest.raises(ValueError, match="unknown metric 'fdi'; did you mean 'fid'"):
+    config_lib.validate(config)

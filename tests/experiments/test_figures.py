@@ -1,0 +1,44 @@
+"""experiments/figures.py draws every figure from a run's workdir."""
+
+import importlib.util
+import pathlib
+
+import pytest
+
+from qagan_jax import loop
+
+SCRIPT = (pathlib.Path(__file__).resolve().parents[2] / 'experiments'
+          / 'figures.py')
+
+
+@pytest.fixture(scope='module')
+def figures():
+  spec = importlib.util.spec_from_file_location('figures', SCRIPT)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory, tiny_run_config):
+  config = tiny_run_config(method='wgangp')
+  config.train.num_iters = 2
+  workdir = tmp_path_factory.mktemp('run')
+  loop.train_and_evaluate(config, workdir)
+  # the figures that compare runs take the same one twice
+  return [workdir, workdir]
+
+
+@pytest.mark.parametrize('figure', ['curves', 'mscn', 'weights', 'grids'])
+def test_every_figure_is_drawn_from_workdirs(figures, runs, figure, capsys):
+  dirs = runs[:1] if figure == 'mscn' else runs
+  figures.main([figure, *map(str, dirs), '--num', '16'] if figure in (
+      'mscn', 'grids') else [figure, *map(str, dirs)])
+  out = runs[0] / 'figures' / f'{figure}.png'
+  assert out.is_file() and out.stat().st_size > 5000
+  assert str(out) in capsys.readouterr().out
+
+
+def test_a_folder_that_is_not_a_run_is_refused(figures, tmp_path):
+  with pytest.raises(SystemExit, match='not a qagan_jax run'):
+    figures.main(['curves', str(tmp_path)])

@@ -188,9 +188,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for name in ('num_samples', 'reference_samples', 'batch_size', 'swd_images',
                'diversity_pairs'):
     _positive_int(errors, f'eval.{name}', evaluation[name])
-  if 'is' in evaluation.metrics and evaluation.num_samples < 10:
-    errors.append('eval.num_samples must be at least 10 for the Inception '
-                  "Score's 10 splits")
+  for count_field, count, metrics_field, metrics in (
+      ('eval.num_samples', evaluation.num_samples, 'eval.metrics',
+       evaluation.metrics),
+      ('run.eval_samples', run_cfg.eval_samples, 'eval.train_metrics',
+       evaluation.train_metrics)):
+    # IS has 10 splits; covariances and sample pairs need 2 samples
+    minimum = 10 if 'is' in metrics else 2
+    if isinstance(count, int) and count < minimum:
+      errors.append(f'{count_field} must be at least {minimum} for the '
+                    f'metrics of {metrics_field}, got {count}')
   if not math.isqrt(run_cfg.sample_grid) ** 2 == run_cfg.sample_grid:
     errors.append(f'run.sample_grid must be a square number, got '
                   f'{run_cfg.sample_grid}')

@@ -164,8 +164,9 @@ def main(argv):
       from qagan_jax.evaluation import report  # pylint: disable=g-import-not-at-top
       path = report.evaluate_run(config, workdir, step=_STEP.value,
                                  num_samples=_NUM_SAMPLES.value)
-      print(path.read_text(), end='')
-      print(f'wrote {path}')
+      if path.exists():     # written by process 0
+        print(path.read_text(), end='')
+        print(f'wrote {path}')
   except (input_pipeline.DatasetNotPreparedError, loop.WorkdirMismatchError,
           checkpoints.NonFiniteStateError, FileNotFoundError) as error:
     sys.exit(f'qagan_jax: {error}')

@@ -124,9 +124,13 @@ def plot_loss_curves(workdir: str | os.PathLike,
     panels.append((name, companions))
   panels = [(title, keys) for title, keys in panels
             if any(k in r for r in records for k in keys)]
-  fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2),
+  cols = min(len(panels), 3)
+  rows = math.ceil(len(panels) / cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows),
                            squeeze=False)
-  for ax, (title, keys) in zip(axes[0], panels):
+  for ax in axes.flat[len(panels):]:
+    ax.set_visible(False)
+  for ax, (title, keys) in zip(axes.flat, panels):
     for key in keys:
       points = [(r['step'], r[key]) for r in records if key in r]
       if points:

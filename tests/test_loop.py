@@ -178,3 +178,7 @@ def test_validate_names_bad_fields_and_suggests(tiny_run_config):
   config.model.resolution = 48
   with pytest.raises(ValueError, match='does not match the 32x32 images'):
     config_lib.validate(config)
+  config = tiny_run_config()
+  config.eval.num_samples = 5
+  with pytest.raises(ValueError, match='eval.num_samples must be at least 10'):
+    config_lib.validate(config)

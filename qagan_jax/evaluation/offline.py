@@ -104,11 +104,20 @@ def _descriptors(level, per_image, size, rng):
   return patches.reshape(len(patches), -1)
 
 
+@jax.jit
+def _sliced_distance_on_device(a, b, directions):
+  pa = jnp.sort(a @ directions, axis=0)
+  pb = jnp.sort(b @ directions, axis=0)
+  return jnp.mean(jnp.abs(pa - pb))
+
+
 def _sliced_distance(a, b, directions):
-  # numpy: XLA:CPU sorts these columns about 10x slower
+  if jax.default_backend() != 'cpu':
+    return float(_sliced_distance_on_device(a, b, directions))
+  # numpy on a CPU: XLA:CPU sorts these columns about 10x slower
   pa = np.sort(a @ directions, axis=0)
   pb = np.sort(b @ directions, axis=0)
-  return np.mean(np.abs(pa - pb))
+  return float(np.mean(np.abs(pa - pb)))
 
 
 def sliced_wasserstein(images_a, images_b, *, patches_per_image: int = 128,

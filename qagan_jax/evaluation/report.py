@@ -16,6 +16,7 @@ import logging
 import pathlib
 import time
 
+import jax
 import numpy as np
 
 from qagan_jax import input_pipeline
@@ -191,6 +192,7 @@ def evaluate_run(config, workdir, step: int | None = None,
       'metrics': results, 'seconds': round(time.perf_counter() - start, 1),
   }
   path = workdir / 'eval' / f'step_{step:07d}.json'
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(report, indent=1) + '\n')
+  if jax.process_index() == 0:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + '\n')
   return path

@@ -71,3 +71,12 @@ def test_pairwise_ssim_measures_diversity(patches):
   diverse = offline.pairwise_ssim(train, pairs=500)
   assert diverse < offline.pairwise_ssim(few_modes, pairs=500) < 1.0
   assert diverse < 0.3
+
+
+def test_device_and_host_sliced_distances_agree():
+  # accelerators sort on the device, CPUs with numpy: the same number
+  rng = np.random.default_rng(3)
+  a, b = rng.standard_normal((2, 500, 20)).astype(np.float32)
+  directions = rng.standard_normal((20, 8)).astype(np.float32)
+  assert float(offline._sliced_distance_on_device(a, b, directions)) == (
+      pytest.approx(offline._sliced_distance(a, b, directions), rel=1e-5))

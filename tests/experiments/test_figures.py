@@ -21,7 +21,7 @@ def figures():
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory, tiny_run_config):
-  config = tiny_run_config(method='wgangp')
+  config = tiny_run_config()      # the config other tests compile too
   config.train.num_iters = 2
   workdir = tmp_path_factory.mktemp('run')
   loop.train_and_evaluate(config, workdir)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from qagan_jax import input_pipeline
 from qagan_jax.evaluation import inception
 from qagan_jax.evaluation import metrics
 from qagan_jax.evaluation import offline
@@ -53,7 +54,7 @@ def main() -> None:
   reference = rng.uniform(-1, 1, shape).astype(np.float32)
   results = {}
   extractor = metrics.InceptionExtractor(random_weights(), args.batch)
-  images = metrics.to_uint8(samples[:args.inception_images])
+  images = input_pipeline.to_uint8(samples[:args.inception_images])
   timed('inception compile + first batch',
         lambda: extractor(images[:extractor.batch_size]), results)
   timed('inception', lambda: extractor(images), results)

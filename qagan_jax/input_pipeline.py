@@ -229,6 +229,12 @@ def to_unit_range(image: np.ndarray) -> np.ndarray:
   return image.astype(np.float32) * (2.0 / 255.0) - 1.0
 
 
+def to_uint8(images) -> np.ndarray:
+  """float [-1, 1] -> uint8 [0, 255], rounded and clipped as saved images."""
+  return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0,
+                 255).astype(np.uint8)
+
+
 def resize_bicubic(image: np.ndarray, size: int) -> np.ndarray:
   """Antialiased bicubic resize of a uint8 image (Pillow, a = -0.5)."""
   return np.asarray(Image.fromarray(image).resize((size, size),
@@ -351,12 +357,20 @@ def split_images(data_config, split: str, count: int, *,
   ('train' is the training data as the run sees it, e.g. CIFAR-10's train
   and test splits when cifar10_train_and_test), drawn without replacement
   in a random order fixed by `seed`; all of them when `count` exceeds it."""
+  return np.concatenate(list(iter_split_images(data_config, split, count,
+                                               seed=seed)))
+
+
+def iter_split_images(data_config, split: str, count: int, *, seed: int = 1,
+                      chunk: int = 1000) -> Iterator[np.ndarray]:
+  """`split_images` in chunks of at most `chunk` images, for large counts."""
   source = data_source(data_config, split)
   preprocess = _preprocess(data_config)
   rng = np.random.default_rng(seed)
   indices = rng.permutation(len(source))[:count]
-  return np.stack([preprocess.random_map(source[int(i)], rng)
-                   for i in indices])
+  for start in range(0, len(indices), chunk):
+    yield np.stack([preprocess.random_map(source[int(i)], rng)
+                    for i in indices[start:start + chunk]])
 
 
 def batches(loader: grain.DataLoader) -> Iterator[Any]:

@@ -97,11 +97,14 @@ def make_sampler(setup: train.Setup, num_standing: int):
 
 
 def generate(sampler, state, num: int, seed: int, latent_dim: int,
-             batch: int = 500) -> np.ndarray:
-  """`num` samples `[num, R, R, 3]` in [-1, 1] from latents of `seed`."""
+             batch: int = 500, as_uint8: bool = False) -> np.ndarray:
+  """`num` samples `[num, R, R, 3]` from latents of `seed`: float32 in
+  [-1, 1], or uint8 in [0, 255] (rounded as saved images) if `as_uint8`."""
   z = jax.random.normal(jax.random.PRNGKey(seed), (num, latent_dim))
-  return np.concatenate([np.asarray(sampler(state, z[i:i + batch]))
+  convert = input_pipeline.to_uint8 if as_uint8 else np.asarray
+  return np.concatenate([convert(sampler(state, z[i:i + batch]))
                          for i in range(0, num, batch)])
+
 
 
 # --- interruption -------------------------------------------------------------------
@@ -315,7 +318,7 @@ def sample(config: ml_collections.ConfigDict, workdir, num_samples: int = 64,
   stem = out / f'sample_step{step:07d}_seed{seed}_n{num_samples}'
   if jax.process_index() == 0:
     reporting.save_png(reporting.image_grid(images), stem.with_suffix('.png'))
-    np.savez_compressed(stem.with_suffix('.npz'), images=np.clip(np.round(
-        (images + 1) * 127.5), 0, 255).astype(np.uint8), step=step, seed=seed)
+    np.savez_compressed(stem.with_suffix('.npz'), images=input_pipeline.to_uint8(images),
+                        step=step, seed=seed)
   return stem.with_suffix('.png')
 

@@ -21,6 +21,8 @@ import time
 import numpy as np
 from PIL import Image
 
+from qagan_jax import input_pipeline
+
 
 def image_grid(images: np.ndarray, padding: int = 1) -> np.ndarray:
   """`[N, H, W, C]` images in [-1, 1] -> one uint8 `[H', W', C]` square grid."""
@@ -29,7 +31,7 @@ def image_grid(images: np.ndarray, padding: int = 1) -> np.ndarray:
   side = math.ceil(math.sqrt(n))
   grid = np.full((side * (h + padding) + padding,
                   side * (w + padding) + padding, c), 255, np.uint8)
-  pixels = np.clip(np.round((images + 1) * 127.5), 0, 255).astype(np.uint8)
+  pixels = input_pipeline.to_uint8(images)
   for i in range(n):
     row, col = divmod(i, side)
     top, left = padding + row * (h + padding), padding + col * (w + padding)

@@ -42,7 +42,7 @@ class InceptionExtractor:
     images = np.asarray(images)
     if images.dtype != np.uint8:
       raise TypeError(f'expected uint8 images, got {images.dtype}; see '
-                      'to_uint8 for generator outputs in [-1, 1]')
+                      'input_pipeline.to_uint8 for generator outputs in [-1, 1]')
     features, logits = [], []
     for start in range(0, len(images), self.batch_size):
       chunk = images[start:start + self.batch_size]
@@ -54,12 +54,6 @@ class InceptionExtractor:
       features.append(f[:len(f) - pad])
       logits.append(l[:len(l) - pad])
     return np.concatenate(features), np.concatenate(logits)
-
-
-def to_uint8(images) -> np.ndarray:
-  """Generator outputs in [-1, 1] -> uint8, as they would be saved as images."""
-  return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0,
-                 255).astype(np.uint8)
 
 
 # --- statistics --------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Metrics that need no download, so that every run, the demo included, is measured.
 
-Images are `[N, H, W, 3]` in [-1, 1], as the generator makes them.
+Images are `[N, H, W, 3]`, float in [-1, 1] as the generator makes them, or
+uint8 in [0, 255] as saved (converted batch by batch, so that large uint8
+sets are never held as float).
 """
 
 from __future__ import annotations
@@ -9,7 +11,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qagan_jax import input_pipeline
 from qagan_jax import quality
+
+
+def as_unit_range(images) -> np.ndarray:
+  """uint8 [0, 255] -> float32 [-1, 1]; float images pass through as float32."""
+  images = np.asarray(images)
+  if images.dtype == np.uint8:
+    return input_pipeline.to_unit_range(images)
+  return images.astype(np.float32, copy=False)
 
 
 @jax.jit
@@ -27,12 +38,11 @@ def niqe_mvg(images, patch_size: int | None = None, batch: int = 500):
   Returns:
     (mean `[36]`, cov `[36, 36]`) as float64 numpy arrays.
   """
-  images = np.asarray(images, np.float32)
   patch_size = patch_size or images.shape[1]
   features, valid = [], []
   for start in range(0, len(images), batch):
-    found = quality.niqe_features(_to_gray_255(images[start:start + batch]),
-                                  patch_size)
+    chunk = as_unit_range(images[start:start + batch])
+    found = quality.niqe_features(_to_gray_255(chunk), patch_size)
     features.append(np.asarray(found.features).reshape(-1, 36))
     valid.append(np.asarray(found.valid).reshape(-1, 36))
   model = quality.PristineModel.fit_features(np.concatenate(features),
@@ -173,15 +183,14 @@ def pairwise_ssim(images, pairs: int = 1000, seed: int = 0,
   number on real images. Images `[N, H, W, 3]` in [-1, 1]; per-channel SSIM
   with the reference window (11x11, σ 1.5, 'valid').
   """
-  images = np.asarray(images, np.float32)
   n = len(images)
   if n < 2:
     raise ValueError('diversity needs at least 2 images')
   rng = np.random.default_rng(seed)
   first = rng.integers(0, n, pairs)
   second = (first + rng.integers(1, n, pairs)) % n    # never the same image
-  values = [np.asarray(_ssim_pairs(images[first[i:i + batch]],
-                                   images[second[i:i + batch]]))
+  values = [np.asarray(_ssim_pairs(as_unit_range(images[first[i:i + batch]]),
+                                   as_unit_range(images[second[i:i + batch]])))
             for i in range(0, pairs, batch)]
   return float(np.concatenate(values).mean())
 

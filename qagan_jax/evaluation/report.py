@@ -50,6 +50,10 @@ def check_metrics(names, field: str = 'eval.metrics') -> list[str]:
   return errors
 
 
+def _held_out_split(data_config) -> str:
+  return 'held_out' if data_config.dataset == 'natural_patches' else 'test'
+
+
 def reference_images(data_config, split: str, count: int) -> np.ndarray:
   """Real images `[n, R, R, 3]` in [-1, 1] of 'train' or 'held_out'."""
   if split == 'held_out':
@@ -124,9 +128,12 @@ class Evaluator:
       log.info('Reference Inception statistics from %s.', path)
       return self._inception_reference
     start = time.perf_counter()
-    images = reference_images(self.config.data,
-                              self.config.eval.reference_split, count)
-    features, _ = self.extractor(metrics_lib.to_uint8(images))
+    split = ('train' if self.config.eval.reference_split == 'train'
+             else _held_out_split(self.config.data))
+    features = np.concatenate([
+        self.extractor(input_pipeline.to_uint8(chunk))[0]    # chunk by chunk:
+        for chunk in input_pipeline.iter_split_images(     # 50,000 float
+            self.config.data, split, count)])               # images are GBs
     stats = metrics_lib.GaussianStats.of(features)
     kid_features = features[:KID_REFERENCE_ROWS]
     if path is not None:
@@ -134,7 +141,7 @@ class Evaluator:
       np.savez(path, mean=stats.mean, cov=stats.cov, count=stats.count,
                kid_features=kid_features)
     log.info('Reference Inception statistics of %d images in %.0f s%s.',
-             len(images), time.perf_counter() - start,
+             len(features), time.perf_counter() - start,
              f', cached in {path}' if path else '')
     self._inception_reference = (stats, kid_features)
     return self._inception_reference
@@ -142,10 +149,13 @@ class Evaluator:
   # -- measuring ---------------------------------------------------------------------
 
   def __call__(self, samples) -> dict[str, float]:
-    samples = np.asarray(samples, np.float32)
+    """Samples `[N, R, R, 3]`: float in [-1, 1] or uint8 (as saved)."""
+    samples = np.asarray(samples)
+    uint8 = (samples if samples.dtype == np.uint8
+             else input_pipeline.to_uint8(samples))
     results = {}
     if self.extractor is not None:
-      features, logits = self.extractor(metrics_lib.to_uint8(samples))
+      features, logits = self.extractor(uint8)
       stats, kid_features = self.inception_reference()
       if 'fid' in self.metrics:
         results['fid'] = metrics_lib.fid(metrics_lib.GaussianStats.of(features),
@@ -158,7 +168,8 @@ class Evaluator:
       images, mvg, real_ssim = self.offline_reference()
       if 'swd' in self.metrics:
         n = min(len(samples), len(images))
-        results.update(offline.sliced_wasserstein(samples[:n], images[:n]))
+        results.update(offline.sliced_wasserstein(
+            offline.as_unit_range(samples[:n]), images[:n]))
       if 'niqe' in self.metrics:
         results['niqe_distance'] = offline.niqe_set_distance(samples, mvg)
       if 'diversity' in self.metrics:
@@ -183,7 +194,8 @@ def evaluate_run(config, workdir, step: int | None = None,
   setup, state, step = loop.restore_state(config, workdir, step)
   start = time.perf_counter()
   sampler = loop.make_sampler(setup, config.run.standing_stats_samples)
-  samples = loop.generate(sampler, state, num_samples, SEED, setup.latent_dim)
+  samples = loop.generate(sampler, state, num_samples, SEED, setup.latent_dim,
+                          as_uint8=True)   # as saved images; 4x less memory
   results = evaluator(samples)
   report = {
       'step': step, 'num_samples': num_samples,

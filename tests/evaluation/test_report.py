@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from qagan_jax import config as config_lib
+from qagan_jax import input_pipeline
 from qagan_jax import loop
 from qagan_jax.evaluation import inception
 from qagan_jax.evaluation import report
@@ -76,3 +77,15 @@ def test_unknown_metric_names_are_rejected_with_a_suggestion():
   config.eval.metrics = ('fdi', 'swd')
   with pytest.raises(ValueError, match="unknown metric 'fdi'; did you mean 'fid'"):
     config_lib.validate(config)
+
+
+def test_uint8_and_float_samples_give_the_same_metrics(tiny_run_config):
+  config = tiny_run_config()
+  config.eval.reference_split = 'held_out'
+  evaluator = report.Evaluator(config, ('swd', 'niqe', 'diversity'), 32)
+  floats = np.random.default_rng(5).uniform(-1, 1, (32, 32, 32, 3))
+  as_saved = input_pipeline.to_uint8(floats)
+  from_uint8 = evaluator(as_saved)
+  from_float = evaluator(input_pipeline.to_unit_range(as_saved))
+  for key, value in from_float.items():
+    assert from_uint8[key] == pytest.approx(value, rel=1e-5), key

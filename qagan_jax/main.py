@@ -155,7 +155,11 @@ def main(argv):
   try:
     if _MODE.value == 'train':
       log.info('Training %s in %s.', config.loss.method, workdir)
-      loop.train_and_evaluate(config, workdir)
+      state = loop.train_and_evaluate(config, workdir)
+      if int(state.step) >= config.train.num_iters:
+        log.info('Done: %d iterations. Sample grids in %s/samples, losses '
+                 'and metrics in %s/loss_curves.png and metrics.jsonl.',
+                 int(state.step), workdir, workdir)
     elif _MODE.value == 'sample':
       path = loop.sample(config, workdir, _NUM_SAMPLES.value or 64,
                          _STEP.value)

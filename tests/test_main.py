@@ -40,7 +40,8 @@ def training_steps(workdir):
 
 def test_train_writes_everything_then_resumes_then_samples(tmp_path):
   workdir = tmp_path / 'run'
-  qagan(f'--workdir={workdir}', '--config.train.num_iters=4', *TINY)
+  result = qagan(f'--workdir={workdir}', '--config.train.num_iters=4', *TINY)
+  assert 'Done: 4 iterations' in result.stderr
   for name in ('config.json', 'metrics.jsonl', 'loss_curves.png'):
     assert (workdir / name).is_file(), name
   assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()

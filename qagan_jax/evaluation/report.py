@@ -81,11 +81,17 @@ class Evaluator:
     self.num_samples = num_samples
     self.cache_dir = pathlib.Path(cache_dir) if cache_dir else None
     self.extractor = None
+    self._weights_digest = None
     if set(self.metrics) & set(INCEPTION_METRICS):
       # Fails here, before any sampling, when the weights are missing.
       variables = inception.load_weights(config.eval.inception_weights or None)
       self.extractor = metrics_lib.InceptionExtractor(
           variables, config.eval.batch_size)
+      # cached reference features belong to these weights
+      self._weights_digest = hashlib.sha1(
+          np.asarray(variables['params']['fc']['kernel']).tobytes()
+          + np.asarray(variables['params']['Conv2d_1a_3x3']['conv']['kernel']
+                       ).tobytes()).hexdigest()[:10]
     self._offline_reference = None
     self._inception_reference = None
 
@@ -95,8 +101,11 @@ class Evaluator:
     if self.cache_dir is None:
       return None
     data = self.config.data
-    key = json.dumps([data.to_dict(), self.config.eval.reference_split, kind,
-                      count], sort_keys=True, default=str)
+    # what decides the reference images; loader settings and paths do not
+    images = {k: v for k, v in data.to_dict().items()
+              if k not in ('data_dir', 'worker_count', 'read_threads')}
+    key = json.dumps([images, self.config.eval.reference_split, kind, count,
+                      self._weights_digest], sort_keys=True, default=str)
     digest = hashlib.sha1(key.encode()).hexdigest()[:10]
     return self.cache_dir / (f'{data.dataset}_{self.config.eval.reference_split}'
                              f'_{kind}_{count}_{digest}.npz')

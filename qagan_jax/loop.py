@@ -164,11 +164,12 @@ def _abstract_state(setup, mesh, seed):
 def _prepare(config, workdir) -> _Run:
   config_lib.validate(config)
   workdir = pathlib.Path(workdir).absolute()
+  # a missing dataset stops the run before the workdir is made
+  loader = input_pipeline.create_loader(config.data, config.train.batch_size,
+                                        seed=config.seed)
   check_workdir(config, workdir)
   setup = train.build(config)
   mesh = train.make_mesh()
-  loader = input_pipeline.create_loader(config.data, config.train.batch_size,
-                                        seed=config.seed)
   iterator = iter(loader)
   checkpointer = checkpoints.Checkpointer(workdir / 'checkpoints',
                                           config.run.keep_checkpoints)

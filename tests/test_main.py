@@ -141,3 +141,17 @@ def test_incomplete_multi_host_environment_gets_a_clear_message(tmp_path):
   assert 'jax.distributed.initialize() failed' in result.stderr
   assert 'JAX_NUM_PROCESSES' in result.stderr
   assert 'Traceback' not in result.stderr
+
+
+def test_missing_dataset_stops_before_the_workdir_is_made(tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-m', 'qagan_jax.main',
+       f'--config={REPO_ROOT / "configs" / "cifar10_wgangp.py"}',
+       f'--workdir={tmp_path / "run"}',
+       f'--config.data.data_dir={tmp_path / "tfds"}'],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0
+  assert "'cifar10'" in result.stderr and 'not prepared' in result.stderr
+  assert 'python -m qagan_jax.prepare_data cifar10' in result.stderr
+  assert 'Traceback' not in result.stderr
+  assert not (tmp_path / 'run').exists()

@@ -14,24 +14,12 @@ import argparse
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
 
 from qagan_jax import input_pipeline
 from qagan_jax.evaluation import inception
 from qagan_jax.evaluation import metrics
 from qagan_jax.evaluation import offline
-
-
-def random_weights(seed: int = 0):
-  shapes = jax.eval_shape(lambda: inception.FIDInceptionV3(resize=False).init(
-      jax.random.PRNGKey(0), jnp.zeros((1, 75, 75, 3))))
-  rng = np.random.default_rng(seed)
-  flat = {path: (rng.uniform(0.5, 1.5, leaf.shape) if path[-1] in ('var', 'scale')
-                 else 0.05 * rng.standard_normal(leaf.shape)).astype(np.float32)
-          for path, leaf in traverse_util.flatten_dict(dict(shapes)).items()}
-  return traverse_util.unflatten_dict(flat)
 
 
 def timed(name, fn, results):
@@ -53,7 +41,8 @@ def main() -> None:
   samples = rng.uniform(-1, 1, shape).astype(np.float32)
   reference = rng.uniform(-1, 1, shape).astype(np.float32)
   results = {}
-  extractor = metrics.InceptionExtractor(random_weights(), args.batch)
+  extractor = metrics.InceptionExtractor(inception.random_variables(),
+                                         args.batch)
   images = input_pipeline.to_uint8(samples[:args.inception_images])
   timed('inception compile + first batch',
         lambda: extractor(images[:extractor.batch_size]), results)

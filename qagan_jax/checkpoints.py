@@ -68,12 +68,14 @@ class Checkpointer:
         state=ocp.args.StandardSave(state),
         data=grain.checkpoint.CheckpointSave(data_iterator)))
 
-  def restore(self, abstract_state, data_iterator, step: int | None = None):
+  def restore(self, abstract_state, data_iterator=None,
+              step: int | None = None):
     """The newest readable checkpoint (or `step`), as (state, step).
 
     `abstract_state` gives the structure, shapes, dtypes and shardings (e.g.
-    `jax.eval_shape` of the initial state); the data iterator is set to the
-    saved position in place. Damaged checkpoints are skipped with a warning
+    `jax.eval_shape` of the initial state); a data iterator, when given, is
+    set to the saved position in place (sampling needs none, and so no
+    dataset). Damaged checkpoints are skipped with a warning
     and moved to `<directory>.damaged/`, so that the run can save those steps
     again. Returns None when there is no checkpoint.
     """
@@ -83,12 +85,14 @@ class Checkpointer:
       raise FileNotFoundError(
           f'no checkpoint of step {step} in {self.directory}; there are '
           f'{self.all_steps() or "none"}.')
+    items = {'state': ocp.args.StandardRestore(abstract_state)}
+    if data_iterator is not None:
+      items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
     damaged = []
     for candidate in steps:
       try:
-        restored = self.manager.restore(candidate, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=grain.checkpoint.CheckpointRestore(data_iterator)))
+        restored = self.manager.restore(candidate,
+                                        args=ocp.args.Composite(**items))
       except Exception as error:  # orbax raises many types for damaged files
         if step is not None:
           raise ValueError(f'the checkpoint of step {step} in '

@@ -106,7 +106,6 @@ def generate(sampler, state, num: int, seed: int, latent_dim: int,
                          for i in range(0, num, batch)])
 
 
-
 # --- interruption -------------------------------------------------------------------
 
 
@@ -297,12 +296,10 @@ def restore_state(config: ml_collections.ConfigDict, workdir, step=None):
   check_workdir(config, workdir)
   setup = train.build(config)
   mesh = train.make_mesh()
-  iterator = iter(input_pipeline.create_loader(
-      config.data, config.train.batch_size, seed=config.seed))
   checkpointer = checkpoints.Checkpointer(workdir / 'checkpoints',
                                           config.run.keep_checkpoints)
   restored = checkpointer.restore(_abstract_state(setup, mesh, config.seed),
-                                  iterator, step)
+                                  step=step)
   checkpointer.close()
   if restored is None:
     raise FileNotFoundError(f'no checkpoints in {workdir / "checkpoints"}.')
@@ -319,7 +316,8 @@ def sample(config: ml_collections.ConfigDict, workdir, num_samples: int = 64,
   stem = out / f'sample_step{step:07d}_seed{seed}_n{num_samples}'
   if jax.process_index() == 0:
     reporting.save_png(reporting.image_grid(images), stem.with_suffix('.png'))
-    np.savez_compressed(stem.with_suffix('.npz'), images=input_pipeline.to_uint8(images),
-                        step=step, seed=seed)
+    np.savez_compressed(stem.with_suffix('.npz'),
+                        images=input_pipeline.to_uint8(images), step=step,
+                        seed=seed)
   return stem.with_suffix('.png')
 

@@ -84,10 +84,6 @@ class MetricWriter:
     if self.enabled:
       self._tensorboard.add_image(name, image, step, dataformats='HWC')
 
-  def flush(self) -> None:
-    if self._tensorboard is not None:
-      self._tensorboard.flush()
-
   def close(self) -> None:
     if self._tensorboard is not None:
       self._tensorboard.close()

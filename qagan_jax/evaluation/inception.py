@@ -249,11 +249,37 @@ def convert_torch_state_dict(state_dict) -> dict[str, Any]:
   return variables
 
 
-def _check_structure(variables) -> None:
-  expected = jax.eval_shape(lambda: FIDInceptionV3(resize=False).init(
+def _abstract_variables():
+  """Shapes of every variable, without running an init (which compiles ~30 s)."""
+  return jax.eval_shape(lambda: FIDInceptionV3(resize=False).init(
       jax.random.PRNGKey(0), jnp.zeros((1, 75, 75, 3))))
+
+
+def random_variables(seed: int = 0) -> dict[str, Any]:
+  """Random weights of the right shapes: for architecture tests and timing
+  only (the computation costs the same), never for metrics.
+
+  He-normal kernels, BatchNorm scales and variances in [0.5, 1.5), small
+  biases and means, so that activations stay in range through the network.
+  """
+  rng = np.random.default_rng(seed)
+  flat = {}
+  for path, leaf in traverse_util.flatten_dict(
+      dict(_abstract_variables())).items():
+    if path[-1] == 'kernel':
+      fan_in = int(np.prod(leaf.shape[:-1]))
+      value = rng.standard_normal(leaf.shape) * np.sqrt(2.0 / fan_in)
+    elif path[-1] in ('var', 'scale'):
+      value = rng.uniform(0.5, 1.5, leaf.shape)
+    else:   # biases and means
+      value = 0.1 * rng.standard_normal(leaf.shape)
+    flat[path] = value.astype(np.float32)
+  return traverse_util.unflatten_dict(flat)
+
+
+def _check_structure(variables) -> None:
   want = {k: v.shape for k, v in traverse_util.flatten_dict(
-      dict(expected), sep='/').items()}
+      dict(_abstract_variables()), sep='/').items()}
   have = {k: np.shape(v) for k, v in traverse_util.flatten_dict(
       dict(variables), sep='/').items()}
   if want != have:

@@ -23,13 +23,12 @@ class InceptionExtractor:
   """Pool features and logits of image batches, data-parallel over local devices."""
 
   def __init__(self, variables, batch_size: int = 200):
-    self.variables = variables
-    self.devices = jax.local_devices()
+    devices = jax.local_devices()
     # a multiple of the device count, so that every device gets a share
-    n = len(self.devices)
+    n = len(devices)
     self.batch_size = max(n, batch_size // n * n)
     model = inception.FIDInceptionV3()
-    mesh = jax.sharding.Mesh(np.array(self.devices), ('data',))
+    mesh = jax.sharding.Mesh(np.array(devices), ('data',))
     self._sharding = jax.sharding.NamedSharding(
         mesh, jax.sharding.PartitionSpec('data'))
     self._apply = jax.jit(lambda v, x: model.apply(v, x))
@@ -79,14 +78,6 @@ class GaussianStats:
       centred = features[start:start + chunk].astype(np.float64) - mean
       scatter += centred.T @ centred
     return cls(mean, scatter / (n - 1), n)
-
-  def save(self, path) -> None:
-    np.savez(path, mean=self.mean, cov=self.cov, count=self.count)
-
-  @classmethod
-  def load(cls, path) -> GaussianStats:
-    with np.load(path) as stored:
-      return cls(stored['mean'], stored['cov'], int(stored['count']))
 
 
 def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:

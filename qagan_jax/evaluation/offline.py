@@ -180,8 +180,8 @@ def pairwise_ssim(images, pairs: int = 1000, seed: int = 0,
   A diversity measure (as in Odena et al., 2017, with SSIM in place of
   MS-SSIM, which needs images of at least 161x161): 1 for a collapsed set of
   identical images, lower for more diverse sets; compare it with the same
-  number on real images. Images `[N, H, W, 3]` in [-1, 1]; per-channel SSIM
-  with the reference window (11x11, σ 1.5, 'valid').
+  number on real images. Images `[N, H, W, 3]` in [-1, 1] or uint8;
+  per-channel SSIM with the reference window (11x11, σ 1.5, 'valid').
   """
   n = len(images)
   if n < 2:

@@ -2,6 +2,7 @@
 
     python experiments/benchmark_train.py [--iters 10] [--width 128] [--batch 64]
         [--resolution 32] [--variants wgangp ssim niqe] [--dtype float32]
+        [--xla-defaults] [--torch]
 
 WGAN-GP, QAGAN-SSIM and QAGAN-NIQE (pristine model from the critic's
 gradient maps, the default) are compiled first, then timed round-robin, one
@@ -11,11 +12,18 @@ WGAN-GP, and last one JSON line per variant with the keys variant,
 sec_per_iter (median), sec_per_iter_mean, images_per_sec (critic images
 consumed per second), compile_s, params_G, params_D, devices, so that it
 can be run side by side with other implementations.
+
+--xla-defaults adds WGAN-GP compiled with XLA's default options (on CPUs,
+YNNPACK convolutions: see qagan_jax/compilation.py), as the variant
+'wgangp_xla_defaults'. --torch adds the PyTorch eager step of
+experiments/torch_reference.py (same architecture, 32x32 only), timed in the
+same round-robin, as 'torch_wgangp' (needs torch installed).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -27,7 +35,7 @@ from qagan_jax import models
 from qagan_jax import train
 
 
-def build_variant(method, args, mesh):
+def build_variant(method, args, mesh, compiler_options=None):
   config = train.default_config()
   config.model.resolution = args.resolution
   config.model.width = args.width
@@ -40,7 +48,8 @@ def build_variant(method, args, mesh):
   state = jax.device_put(state, jax.sharding.NamedSharding(
       mesh, jax.sharding.PartitionSpec()))
   step = train.make_train_step(setup, mesh, batch_size=args.batch,
-                               generator_batch_size=2 * args.batch)
+                               generator_batch_size=2 * args.batch,
+                               compiler_options=compiler_options)
   real = np.random.default_rng(0).uniform(
       -1, 1, (config.train.n_critic, args.batch, args.resolution,
               args.resolution, 3)).astype(np.float32)
@@ -56,6 +65,27 @@ def build_variant(method, args, mesh):
   }
 
 
+def run_jax(v):
+  v['state'], metrics = v['compiled'](v['state'], v['real'])
+  jax.block_until_ready((v['state'], metrics))
+
+
+def torch_variant(args):
+  """The PyTorch eager reference step, in this process, on this machine."""
+  import torch  # pylint: disable=g-import-not-at-top
+  # experiments/ is on sys.path when this script runs
+  import torch_reference  # pylint: disable=g-import-not-at-top
+  if args.resolution != 32:
+    raise SystemExit('--torch: the PyTorch reference is 32x32 only.')
+  torch.manual_seed(0)
+  generator, critic = torch_reference.build(args.width)
+  step = torch_reference.make_step(generator, critic, batch=args.batch)
+  real = torch.rand(5, args.batch, 3, 32, 32) * 2 - 1
+  count = lambda m: sum(p.numel() for p in m.parameters())
+  return {'run': lambda: step(real), 'compile_s': 0.0, 'n_critic': 5,
+          'params_G': count(generator), 'params_D': count(critic)}
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--iters', type=int, default=10)
@@ -67,6 +97,10 @@ def main():
   parser.add_argument('--variants', nargs='+', default=['wgangp', 'ssim',
                                                         'niqe'],
                       choices=['wgangp', 'ssim', 'niqe'])
+  parser.add_argument('--xla-defaults', action='store_true',
+                      help="also time WGAN-GP with XLA's default options")
+  parser.add_argument('--torch', action='store_true',
+                      help='also time the PyTorch eager reference step')
   args = parser.parse_args()
   mesh = train.make_mesh()
   devices = mesh.devices.size
@@ -77,25 +111,31 @@ def main():
   for method in args.variants:
     variants[method] = build_variant(method, args, mesh)
     print(f'  compiled {method:7s} in {variants[method]["compile_s"]:.1f} s')
+  if args.xla_defaults:
+    v = variants['wgangp_xla_defaults'] = build_variant('wgangp', args, mesh,
+                                                        compiler_options={})
+    print(f'  compiled wgangp with XLA defaults in {v["compile_s"]:.1f} s')
+  for v in variants.values():
+    v['run'] = functools.partial(run_jax, v)
+  if args.torch:
+    variants['torch_wgangp'] = torch_variant(args)
   times = {method: [] for method in variants}
-  for method, v in variants.items():   # one warm-up iteration each
-    v['state'], _ = v['compiled'](v['state'], v['real'])
-    jax.block_until_ready(v['state'])
+  for v in variants.values():   # one warm-up iteration each
+    v['run']()
   for _ in range(args.iters):
     for method, v in variants.items():
       start = time.perf_counter()
-      v['state'], metrics = v['compiled'](v['state'], v['real'])
-      jax.block_until_ready((v['state'], metrics))
+      v['run']()
       times[method].append(time.perf_counter() - start)
   rows = []
   base = statistics.median(times['wgangp']) if 'wgangp' in times else None
-  print(f'\n  {"variant":8s} {"s/iter":>8s} {"ratio":>7s} {"img/s":>8s} '
+  print(f'\n  {"variant":20s} {"s/iter":>8s} {"ratio":>7s} {"img/s":>8s} '
         f'{"compile":>8s}')
   for method, v in variants.items():
     median = statistics.median(times[method])
     images = v['n_critic'] * args.batch / median
     ratio = median / base if base else float('nan')
-    print(f'  {method:8s} {median:8.3f} {ratio:7.2f} {images:8.1f} '
+    print(f'  {method:20s} {median:8.3f} {ratio:7.2f} {images:8.1f} '
           f'{v["compile_s"]:7.1f}s')
     rows.append({
         'variant': method, 'sec_per_iter': median,

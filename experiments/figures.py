@@ -34,6 +34,7 @@ import numpy as np
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from qagan_jax import compilation  # pylint: disable=wrong-import-position
 from qagan_jax import input_pipeline  # pylint: disable=wrong-import-position
 from qagan_jax import losses  # pylint: disable=wrong-import-position
 from qagan_jax import loop  # pylint: disable=wrong-import-position
@@ -96,7 +97,7 @@ def mscn_histograms(workdir, out, num: int = 256) -> pathlib.Path:
   sampler = loop.make_sampler(setup, config.run.standing_stats_samples)
   fake = loop.generate(sampler, state, num, seed=7,
                        latent_dim=setup.latent_dim)
-  maps = jax.jit(lambda x: critic_gradient_maps(setup, state, x))
+  maps = compilation.jit(lambda x: critic_gradient_maps(setup, state, x))
   coefficient = jax.jit(lambda m: quality.mscn(m).coefficients)
   sets = {
       'gradient maps at real images': coefficient(maps(real)),

@@ -27,6 +27,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from qagan_jax import checkpoints
+from qagan_jax import compilation
 from qagan_jax import config as config_lib
 from qagan_jax import input_pipeline
 from qagan_jax import reporting
@@ -84,7 +85,7 @@ def make_sampler(setup: train.Setup, num_standing: int):
   standing_z = jax.random.normal(jax.random.PRNGKey(STANDING_SEED),
                                  (num_standing, setup.latent_dim))
 
-  @jax.jit
+  @compilation.jit
   def sample(state: train.TrainState, z):
     _, stats = standing.apply(
         {'params': state.gen_ema_params, 'batch_stats': state.gen_batch_stats},

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import scipy.special
 
+from qagan_jax import compilation
 from qagan_jax.evaluation import inception
 
 
@@ -31,7 +32,8 @@ class InceptionExtractor:
     mesh = jax.sharding.Mesh(np.array(devices), ('data',))
     self._sharding = jax.sharding.NamedSharding(
         mesh, jax.sharding.PartitionSpec('data'))
-    self._apply = jax.jit(lambda v, x: model.apply(v, x))
+    self._apply = compilation.jit(lambda v, x: model.apply(v, x),
+                                  platform=devices[0].platform)
     self._replicated = jax.device_put(
         variables, jax.sharding.NamedSharding(mesh,
                                               jax.sharding.PartitionSpec()))

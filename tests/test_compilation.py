@@ -1,0 +1,177 @@
+"""XLA options per platform: XLA's own convolutions on CPUs, nothing on accelerators."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from qagan_jax import compilation
+from qagan_jax import train
+
+CONV_DIMS = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _conv_score(x, kernel):
+  return jnp.sum(jnp.tanh(lax.conv_general_dilated(
+      x, kernel, (1, 1), 'SAME', dimension_numbers=CONV_DIMS)))
+
+
+def _ynn_convolutions(hlo_text: str) -> int:
+  """Convolutions inside YNNPACK library fusions of an optimised HLO module."""
+  fused = set(re.findall(r'kind=kCustom, calls=%?([\w.\-]+)[^\n]*__ynn_fusion',
+                         hlo_text))
+  count = 0
+  for name in fused:
+    body = re.search(r'\n%?' + re.escape(name) + r' \([^\n]*\{\n(.*?)\n\}',
+                     hlo_text, re.S)
+    count += bool(body and ' convolution(' in body.group(1))
+  return count
+
+
+def test_accelerators_get_no_options():
+  for platform in ('gpu', 'cuda', 'rocm', 'tpu'):
+    assert compilation.compiler_options(platform) == {}
+
+
+def test_an_unknown_option_falls_back_to_none(monkeypatch):
+  monkeypatch.setattr(compilation, '_CPU_OPTIONS', {
+      'xla_cpu_experimental_ynn_fusion_type': 'NOT_A_FUSION_TYPE'})
+  compilation._cpu_options_supported.cache_clear()
+  try:
+    assert compilation.compiler_options('cpu') == {}
+  finally:
+    monkeypatch.undo()
+    compilation._cpu_options_supported.cache_clear()
+  assert compilation.compiler_options('cpu')
+
+
+def test_cpu_kernel_gradients_are_not_ynnpack_convolutions():
+  # The kernel gradient of a 3x3 convolution, at a size where this jaxlib's
+  # defaults hand it to YNNPACK (~10x slower than XLA's own convolution).
+  x = jax.ShapeDtypeStruct((16, 32, 32, 32), jnp.float32)
+  kernel = jax.ShapeDtypeStruct((3, 3, 32, 32), jnp.float32)
+  gradient = jax.grad(_conv_score, argnums=(0, 1))
+  default = jax.jit(gradient).lower(x, kernel).compile().as_text()
+  if not _ynn_convolutions(default):
+    pytest.skip('this jaxlib does not hand convolutions to YNNPACK')
+  ours = compilation.jit(gradient, platform='cpu').lower(x, kernel).compile()
+  assert _ynn_convolutions(ours.as_text()) == 0
+  assert ' convolution(' in ours.as_text()
+
+
+def test_cpu_options_keep_values_and_derivatives():
+  # Values, first derivatives and the gradient penalty's second derivatives
+  # (reverse over reverse) of a small convolution stack, with and without
+  # the options: the same sums in another order.
+  # 32 channels: XLA's defaults give convolutions this wide to YNNPACK.
+  x = jax.random.normal(jax.random.key(0), (4, 17, 15, 3))
+  kernels = [0.2 * jax.random.normal(jax.random.key(i), shape) for i, shape in
+             enumerate([(3, 3, 3, 32), (1, 1, 32, 32), (3, 3, 32, 32)], 1)]
+
+  def critic(kernels, images):
+    h = images
+    for i, k in enumerate(kernels):
+      h = lax.conv_general_dilated(h, k, (1 + i % 2,) * 2,
+                                   'VALID' if i == 1 else 'SAME',
+                                   dimension_numbers=CONV_DIMS)
+      h = jax.nn.relu(h) if i < len(kernels) - 1 else h
+    return jnp.mean(h, axis=(1, 2, 3))
+
+  def everything(kernels, images):
+    scores = critic(kernels, images)
+    first = jax.grad(lambda k, x: critic(k, x).sum(), argnums=(0, 1))(
+        kernels, images)
+
+    def penalty(k):
+      grads = jax.grad(lambda x: critic(k, x).sum())(images)
+      norms = jnp.sqrt(jnp.sum(grads**2, axis=(1, 2, 3)))
+      return jnp.mean((norms - 1)**2)
+
+    return scores, first, jax.grad(penalty)(kernels)
+
+  default = jax.jit(everything).lower(kernels, x).compile()
+  ours = compilation.jit(everything, platform='cpu').lower(kernels, x).compile()
+  assert _ynn_convolutions(ours.as_text()) == 0
+  expected, actual = default(kernels, x), ours(kernels, x)
+  for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6 * np.abs(e).max())
+
+
+def test_train_step_is_the_same_with_the_cpu_options():
+  # Width 32: the narrowest network whose convolutions XLA's defaults give
+  # to YNNPACK.
+  config = train.default_config()
+  config.model.width = 32
+  config.train.n_critic = 1
+  setup = train.build(config)
+  mesh = train.make_mesh(jax.devices()[:1])
+  real = jax.random.uniform(jax.random.key(3), (1, 16, 32, 32, 3),
+                            minval=-1, maxval=1)
+  states = {}
+  for name, options in (('ours', None), ('xla', {})):
+    step = train.make_train_step(setup, mesh, batch_size=16,
+                                 generator_batch_size=16,
+                                 compiler_options=options)
+    state = train.create_train_state(setup, jax.random.PRNGKey(0))
+    compiled = step.lower(state, real).compile()
+    ynn = _ynn_convolutions(compiled.as_text())
+    assert ynn == 0 if name == 'ours' else ynn > 0
+    states[name], _ = compiled(state, real)
+  # Adam's first step moves each parameter by lr * g / (|g| + 1e-8): about
+  # lr = 2e-4 whatever the gradient's size, so a real difference shows at
+  # that scale. Where |g| is near zero (here: below 1e-3 of the network's
+  # largest gradient) the step's size and sign follow the rounding of g and
+  # the order of the sums; there the gradients are compared instead (Adam's
+  # first moment).
+  # Every bias of the generator's dense layer and block convolutions reaches
+  # the output only through BatchNorms, which remove per-channel constants:
+  # its gradient is zero in exact arithmetic, and what float32 leaves of it
+  # is the cancellation error of the BatchNorm backward pass (up to 1e-2 of
+  # the largest gradient here): such leaves are not compared.
+  zero_gradient = lambda key: ('.gen' in key and "['bias']" in key and not any(
+      f"['{n}']" in key for n in ('output', 'norm1', 'norm2', 'output_norm')))
+  gradients, scales = {}, {}
+  for net in ('gen', 'critic'):
+    adam = getattr(states['xla'], f'{net}_opt_state')[0]
+    for path, g in jax.tree_util.tree_flatten_with_path(adam.mu)[0]:
+      gradients[f'.{net}_params' + jax.tree_util.keystr(path)] = np.asarray(g)
+    for moment in ('mu', 'nu'):
+      scales[net, moment] = max(float(np.abs(leaf).max()) for leaf in
+                                jax.tree.leaves(getattr(adam, moment)))
+  flat = jax.tree_util.tree_flatten_with_path(states['xla'])[0]
+  ours = jax.tree.leaves(states['ours'])
+  checked, conditioned = 0, np.zeros(2)
+  for (path, expected), actual in zip(flat, ours):
+    key = jax.tree_util.keystr(path)
+    expected, actual = np.asarray(expected), np.asarray(actual)
+    if not np.issubdtype(expected.dtype, np.floating):
+      np.testing.assert_array_equal(actual, expected, err_msg=key)
+      continue
+    if zero_gradient(key):
+      continue
+    if '_opt_state' in key:
+      # Adam's moments: the raw gradients (b1 = 0) and their squares, to
+      # 3e-4 of their largest value in the network. Measured: the two
+      # compilations differ by up to 1.4e-4 (generator) and 6e-5 (critic);
+      # against the same step computed in float64 they are off by 7.6e-5 /
+      # 3.4e-5 (these options) and 6.7e-5 / 2.0e-6 (XLA's defaults): float32
+      # rounding, amplified by the BatchNorms of 4x4 maps and the penalty's
+      # second derivatives.
+      net = 'gen' if key.startswith('.gen') else 'critic'
+      moment = 'mu' if '.mu' in key else 'nu'
+      np.testing.assert_allclose(actual, expected, rtol=0,
+                                 atol=3e-4 * scales[net, moment], err_msg=key)
+    else:
+      where = ...
+      if key in gradients:
+        net = 'gen' if key.startswith('.gen') else 'critic'
+        where = np.abs(gradients[key]) > 1e-3 * scales[net, 'mu']
+        conditioned += [where.sum(), where.size]
+      np.testing.assert_allclose(actual[where], expected[where], rtol=0,
+                                 atol=1e-5, err_msg=key)
+    checked += 1
+  assert checked > 50
+  assert conditioned[0] > 0.5 * conditioned[1]   # most parameters compared

@@ -43,11 +43,12 @@ def run_one(method: str, seed: int, iters: int, num_samples: int,
   config.seed = seed
   config.train.num_iters = iters
   config.run.progress_bar = False
+  config_lib.validate(config)
   workdir = root / f'{method}_seed{seed}'
   start = time.perf_counter()
   loop.train_and_evaluate(config, workdir)
   seconds = time.perf_counter() - start
-  path = report.evaluate_run(config, workdir, num_samples=num_samples)
+  path = loop.evaluate_run(config, workdir, num_samples=num_samples)
   result = json.loads(path.read_text())
   result['train_seconds'] = seconds
   return result

@@ -122,6 +122,7 @@ def main():
   parser.add_argument('--batch', type=int, default=64)
   parser.add_argument('--method', default='wgangp',
                       choices=['wgangp', 'ssim', 'niqe'])
+  parser.add_argument('--n-critic', type=int, default=5)
   parser.add_argument('--xla-defaults', action='store_true')
   parser.add_argument('--top', type=int, default=5)
   parser.add_argument('--tracer-level', type=int, default=1,
@@ -132,6 +133,7 @@ def main():
   config.model.width = args.width
   config.loss.method = args.method
   config.train.batch_size = args.batch
+  config.train.n_critic = args.n_critic
   config.train.generator_batch_size = 2 * args.batch
   setup = train.build(config)
   mesh = train.make_mesh()

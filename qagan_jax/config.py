@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
+import os
 
 import ml_collections
 
@@ -21,15 +22,6 @@ from qagan_jax import train
 from qagan_jax.evaluation import report
 
 DATASET_RESOLUTION = {'cifar10': 32, 'stl10': 48, 'celeb_a': 64}
-# Fields that decide what a workdir's checkpoints are: a run may not resume
-# from a workdir written with different values.
-STRUCTURAL_FIELDS = (
-    'model.resolution', 'model.width', 'model.latent_dim',
-    'model.critic_down_blocks', 'model.critic_plain_blocks',
-    'loss.method', 'loss.adversarial', 'loss.niqe.pristine',
-    'data.dataset', 'data.patch_size', 'data.stl10_resolution',
-    'train.n_critic',
-)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -60,6 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
       batch_size=200,          # Inception batch
       swd_images=8192,         # at most this many images per set for SWD
       diversity_pairs=1000,    # random sample pairs for pairwise SSIM
+      prdc_k=5,                # neighbour of precision/recall/density/coverage
   ))
   return config
 
@@ -178,6 +171,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _number(errors, 'train.b2', train_cfg.b2, high=1.0)
   _number(errors, 'train.adam_eps', train_cfg.adam_eps, low_open=True)
   _number(errors, 'train.ema_decay', train_cfg.ema_decay, high=1.0)
+  _positive_int(errors, 'eval.prdc_k', config.eval.prdc_k)
   _positive_int(errors, 'data.worker_count', data.worker_count, minimum=0)
   _positive_int(errors, 'data.read_threads', data.read_threads, minimum=0)
   evaluation = config.eval
@@ -193,8 +187,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
        evaluation.metrics),
       ('run.eval_samples', run_cfg.eval_samples, 'eval.train_metrics',
        evaluation.train_metrics)):
-    # IS has 10 splits; covariances and sample pairs need 2 samples
+    # IS has 10 splits; covariances and sample pairs need 2 samples; PRDC
+    # needs more than k neighbours
     minimum = 10 if 'is' in metrics else 2
+    if isinstance(evaluation.prdc_k, int) and {'prdc', 'prdc_niqe'} & set(
+        metrics):
+      minimum = max(minimum, evaluation.prdc_k + 1)
     if isinstance(count, int) and count < minimum:
       errors.append(f'{count_field} must be at least {minimum} for the '
                     f'metrics of {metrics_field}, got {count}')
@@ -212,6 +210,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
       train.build(config)
     except ValueError as error:
       errors.append(str(error))
+    if loss.method == 'niqe' and loss.niqe.pristine == 'file':
+      path = loss.niqe.pristine_file
+      if not path:
+        errors.append("loss.niqe.pristine = 'file' needs "
+                      'loss.niqe.pristine_file, the path of a PristineModel '
+                      '.npz or a MATLAB .mat with mu_prisparam/cov_prisparam')
+      elif not os.path.isfile(path):
+        errors.append(f'loss.niqe.pristine_file = {path!r}: no such file')
     niqe_patch = loss.niqe.patch_size or model.resolution
     if loss.method == 'niqe' and (niqe_patch % 2 or not 14 <= niqe_patch
                                   <= model.resolution):
@@ -219,14 +225,3 @@ def validate(config: ml_collections.ConfigDict) -> None:
                     f'most model.resolution, got {niqe_patch}')
   if errors:
     raise ValueError('invalid config:\n  ' + '\n  '.join(errors))
-
-
-def structural_fields(config: ml_collections.ConfigDict) -> dict:
-  """The values of STRUCTURAL_FIELDS, as a flat dict."""
-  values = {}
-  for path in STRUCTURAL_FIELDS:
-    node = config
-    for part in path.split('.'):
-      node = node[part]
-    values[path] = node
-  return values

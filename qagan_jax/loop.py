@@ -6,12 +6,17 @@ RNG and the input pipeline's position), so an interrupted run continues
 exactly; SIGINT and SIGTERM (a preempted TPU VM) save a checkpoint and
 stop cleanly. It refuses a workdir written by a structurally different
 config, and stops, without saving, when the state stops being finite.
+`sample` and `evaluate_run` are the sample and evaluate modes.
 
 The step itself (pure, sharded) is in train.py; this module does the I/O.
+Configs come validated from the caller (main.py validates with
+qagan_jax.config, which builds on this module's neighbours, never the
+other way round).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -19,6 +24,7 @@ import math
 import pathlib
 import signal
 import threading
+import time
 
 import jax
 import ml_collections
@@ -28,7 +34,6 @@ from jax.sharding import PartitionSpec as P
 
 from qagan_jax import checkpoints
 from qagan_jax import compilation
-from qagan_jax import config as config_lib
 from qagan_jax import input_pipeline
 from qagan_jax import reporting
 from qagan_jax import train
@@ -40,8 +45,30 @@ SAMPLE_SEED = 1234       # fixed latents of the sample grids
 STANDING_SEED = 4321     # latents for the EMA generator's BatchNorm statistics
 
 
+# Fields that decide what a workdir's checkpoints are: a run may not resume
+# from a workdir written with different values.
+STRUCTURAL_FIELDS = (
+    'model.resolution', 'model.width', 'model.latent_dim',
+    'model.critic_down_blocks', 'model.critic_plain_blocks',
+    'loss.method', 'loss.adversarial', 'loss.niqe.pristine',
+    'data.dataset', 'data.patch_size', 'data.stl10_resolution',
+    'train.n_critic',
+)
+
+
 class WorkdirMismatchError(ValueError):
   """The workdir holds a run of a structurally different config."""
+
+
+def structural_fields(config: ml_collections.ConfigDict) -> dict:
+  """The values of STRUCTURAL_FIELDS, as a flat dict."""
+  values = {}
+  for path in STRUCTURAL_FIELDS:
+    node = config
+    for part in path.split('.'):
+      node = node[part]
+    values[path] = node
+  return values
 
 
 # --- the workdir's config -------------------------------------------------------------
@@ -52,10 +79,10 @@ def check_workdir(config: ml_collections.ConfigDict,
   """Refuses a workdir written by a config with other STRUCTURAL_FIELDS;
   records the config of a new run."""
   path = workdir / CONFIG_FILE
-  current = config_lib.structural_fields(config)
+  current = structural_fields(config)
   if path.exists():
     saved = json.loads(path.read_text())
-    before = config_lib.structural_fields(ml_collections.ConfigDict(saved))
+    before = structural_fields(ml_collections.ConfigDict(saved))
     differences = [f'{k}: {before[k]!r} in the workdir, {current[k]!r} now'
                    for k in current if before[k] != current[k]]
     if differences:
@@ -162,7 +189,6 @@ def _abstract_state(setup, mesh, seed):
 
 
 def _prepare(config, workdir) -> _Run:
-  config_lib.validate(config)
   workdir = pathlib.Path(workdir).absolute()
   # a missing dataset stops the run before the workdir is made
   loader = input_pipeline.create_loader(config.data, config.train.batch_size,
@@ -197,7 +223,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
   """Trains (or resumes) the run of `config` in `workdir`; returns the state.
 
   Args:
-    config: a full config (config.base_config and its files); validated here.
+    config: a full, validated config (qagan_jax.config.validate).
     workdir: where checkpoints, metrics, samples and plots go.
     stop_after: for tests, a step at which to stop as if interrupted.
   """
@@ -216,6 +242,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
   sharding = train.batch_sharding(run.mesh)
   n_critic = cfg.train.n_critic
   batch_shape = (n_critic, cfg.train.batch_size) + (cfg.model.resolution,) * 2 + (3,)
+  # Compiling the step takes ~15-50 s on a CPU: a thread does it while the
+  # first sample grid and evaluation run (XLA compiles without the GIL).
+  compiling = concurrent.futures.ThreadPoolExecutor(1)
+  compiled_step = compiling.submit(lambda initial=state: step_fn.lower(
+      initial, jax.ShapeDtypeStruct(batch_shape, np.float32,
+                                    sharding=sharding)).compile())
+  compiling.shutdown(wait=False)
   evaluator = report.Evaluator(cfg, cfg.eval.train_metrics,
                                cfg.run.eval_samples,
                                cache_dir=run.workdir / 'reference')
@@ -235,6 +268,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
   if run.start == 0:
     save_grid(0)
     evaluate(0)
+  step_fn = compiled_step.result()
   progress = reporting.Progress(total, run.start, cfg.run.progress_bar)
   last_saved = run.start
   stopped_by = None
@@ -289,7 +323,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
 
 def restore_state(config: ml_collections.ConfigDict, workdir, step=None):
   """The train state of `workdir`'s newest (or `step`) checkpoint, and its step."""
-  config_lib.validate(config)
   workdir = pathlib.Path(workdir).absolute()
   if not (workdir / 'checkpoints').is_dir():
     raise FileNotFoundError(f'no checkpoints in {workdir}; train first, or '
@@ -322,3 +355,35 @@ def sample(config: ml_collections.ConfigDict, workdir, num_samples: int = 64,
                         seed=seed)
   return stem.with_suffix('.png')
 
+
+
+def evaluate_run(config: ml_collections.ConfigDict, workdir,
+                 step: int | None = None,
+                 num_samples: int | None = None) -> pathlib.Path:
+  """Evaluates a checkpoint's EMA generator; writes and returns a JSON report.
+
+  The metrics of eval.metrics (`report.Evaluator`); `num_samples` defaults
+  to eval.num_samples (50,000, as the paper). The report goes to
+  `<workdir>/eval/step_<step>.json`.
+  """
+  workdir = pathlib.Path(workdir).absolute()
+  num_samples = num_samples or config.eval.num_samples
+  evaluator = report.Evaluator(config, config.eval.metrics, num_samples,
+                               cache_dir=workdir / 'reference')
+  setup, state, step = restore_state(config, workdir, step)
+  start = time.perf_counter()
+  sampler = make_sampler(setup, config.run.standing_stats_samples)
+  samples = generate(sampler, state, num_samples, report.SEED,
+                     setup.latent_dim, as_uint8=True)  # as saved; 4x smaller
+  results = evaluator(samples)
+  summary = {
+      'step': step, 'num_samples': num_samples,
+      'dataset': config.data.dataset, 'method': config.loss.method,
+      'reference_split': config.eval.reference_split,
+      'metrics': results, 'seconds': round(time.perf_counter() - start, 1),
+  }
+  path = workdir / 'eval' / f'step_{step:07d}.json'
+  if jax.process_index() == 0:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=1) + '\n')
+  return path

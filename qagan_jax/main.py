@@ -21,6 +21,7 @@ import os
 import pathlib
 import re
 import sys
+import tempfile
 
 from absl import app
 from absl import flags
@@ -87,7 +88,21 @@ def _unknown_override(argv) -> str | None:
   return None
 
 
+def _missing_config(path: str) -> str:
+  """The message for a --config file that does not exist."""
+  folder = pathlib.Path(path).parent
+  known = sorted(p.name for p in folder.glob('*.py')) if folder.is_dir() else []
+  close = difflib.get_close_matches(pathlib.Path(path).name, known, n=1)
+  hint = f"; did you mean '{folder / close[0]}'?" if close else '.'
+  return (f'--config={path}: no such file{hint} The config files are in '
+          'configs/ of the repository (e.g. --config=configs/demo.py); '
+          'run from its root or give the full path.')
+
+
 def _parse_flags(argv):
+  path = _config_path(argv)
+  if path is not None and not os.path.isfile(path):
+    sys.exit(f'qagan_jax: {_missing_config(path)}')
   try:
     return flags.FLAGS(argv)
   except flags.Error as error:
@@ -95,6 +110,27 @@ def _parse_flags(argv):
   except (AttributeError, KeyError, TypeError, ValueError) as error:
     message = _unknown_override(argv) or ' '.join(str(error).split())
     sys.exit(f'qagan_jax: {message}')
+  except Exception as error:  # pylint: disable=broad-except
+    # the config file itself does not run (syntax, imports, get_config)
+    sys.exit(f'qagan_jax: --config={path} could not be loaded: '
+             f'{type(error).__name__}: {error}')
+
+
+def _workdir_problem(workdir: pathlib.Path) -> str | None:
+  """Why `workdir` cannot hold a run, or None (nothing is created here)."""
+  if workdir.exists() and not workdir.is_dir():
+    return f'--workdir={workdir} is a file, not a directory.'
+  existing = workdir
+  while not existing.exists():
+    existing = existing.parent
+  if not existing.is_dir():
+    return f'--workdir={workdir}: {existing} is a file, not a directory.'
+  try:   # what the disk says, read-only mounts included
+    os.rmdir(tempfile.mkdtemp(prefix='.qagan_jax_probe_', dir=existing))
+  except OSError as error:
+    return (f'--workdir={workdir}: {existing} is not writable ({error.strerror}'
+            '); pass a --workdir on a writable disk.')
+  return None
 
 
 def _maybe_initialize_distributed(mode: str) -> None:
@@ -137,6 +173,8 @@ def main(argv):
     config_lib.validate(config)
   except ValueError as error:
     sys.exit(f'qagan_jax: {error}')
+  except OSError as error:   # the config file failed to load
+    sys.exit(f'qagan_jax: {" ".join(str(error).split())}')
   if not any(a.startswith(('--verbosity', '-v')) for a in sys.argv[1:]):
     # Libraries (orbax, grain) log every step at INFO; keep theirs to
     # warnings and this package's own messages at INFO.
@@ -147,11 +185,17 @@ def main(argv):
   log.setLevel(logging.INFO)
   log.propagate = False
   workdir = _WORKDIR.value or str(
-      pathlib.Path('runs') / pathlib.Path(_config_path(sys.argv) or 'run').stem)
+      pathlib.Path('runs') / pathlib.Path(
+          config_flags.get_config_filename(flags.FLAGS['config']).split(':')[0]
+      ).stem)
+  problem = _workdir_problem(pathlib.Path(workdir).absolute())
+  if problem:
+    sys.exit(f'qagan_jax: {problem}')
   _maybe_initialize_distributed(_DISTRIBUTED.value)
   from qagan_jax import checkpoints  # pylint: disable=g-import-not-at-top
   from qagan_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   from qagan_jax import loop  # pylint: disable=g-import-not-at-top
+  from qagan_jax.evaluation import report  # pylint: disable=g-import-not-at-top
   try:
     if _MODE.value == 'train':
       log.info('Training %s in %s.', config.loss.method, workdir)
@@ -165,19 +209,21 @@ def main(argv):
                          _STEP.value)
       print(f'wrote {path} and {path.with_suffix(".npz")}')
     else:
-      from qagan_jax.evaluation import report  # pylint: disable=g-import-not-at-top
-      path = report.evaluate_run(config, workdir, step=_STEP.value,
-                                 num_samples=_NUM_SAMPLES.value)
+      path = loop.evaluate_run(config, workdir, step=_STEP.value,
+                               num_samples=_NUM_SAMPLES.value)
       if path.exists():     # written by process 0
         print(path.read_text(), end='')
         print(f'wrote {path}')
   except (input_pipeline.DatasetNotPreparedError, loop.WorkdirMismatchError,
-          checkpoints.NonFiniteStateError, FileNotFoundError) as error:
+          checkpoints.NonFiniteStateError, report.NonFiniteSamplesError,
+          OSError) as error:
+    # OSError: a missing checkpoint or pristine file, a full or read-only disk
     sys.exit(f'qagan_jax: {error}')
 
 
-def run():
-  app.run(main, flags_parser=_parse_flags)
+def run(argv=None):
+  """The command line (`argv` defaults to sys.argv); exits with its status."""
+  app.run(main, argv=argv, flags_parser=_parse_flags)
 
 
 if __name__ == '__main__':

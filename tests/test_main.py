@@ -101,21 +101,89 @@ def test_sigterm_saves_a_checkpoint_that_resumes(tmp_path):
   assert f'Resuming from the checkpoint of step {saved[0]}' in result.stderr
 
 
-@pytest.mark.parametrize('flag,expected', [
-    ('--config.train.batch_sizee=3',
-     "no field 'train.batch_sizee'; did you mean 'train.batch_size'?"),
-    ('--config.trian.batch_size=3', "no field 'trian'; did you mean 'train'?"),
-    ('--config.loss.method=nique', "did you mean 'niqe'?"),
-    ('--config.train.batch_size=abc', 'invalid literal for int()'),
-    ('--config.model.resolution=48', 'does not match the 32x32 images'),
-])
-def test_bad_overrides_stop_before_any_work(tmp_path, flag, expected):
-  result = qagan(f'--workdir={tmp_path / "run"}', flag, check=False,
-                 timeout=120)
-  assert result.returncode != 0
-  assert expected in result.stderr, result.stderr[-2000:]
-  assert 'Traceback' not in result.stderr
-  assert not (tmp_path / 'run').exists()
+def run_command_lines(cases, tmp_path):
+  """[(exit status, stderr)] of each argument list through the real main,
+  in one process that forks a child per command line (tests/helpers)."""
+  cases_file, results_file = tmp_path / 'cases.json', tmp_path / 'results.json'
+  cases_file.write_text(json.dumps(cases))
+  subprocess.run([sys.executable, str(REPO_ROOT / 'tests' / 'helpers' /
+                                      'command_lines.py'), str(cases_file),
+                  str(results_file)], cwd=REPO_ROOT, check=True, timeout=600)
+  return json.loads(results_file.read_text())
+
+
+def test_every_bad_command_line_gets_one_clear_message(tmp_path):
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('not a directory')
+  read_only = pathlib.Path('/proc/qagan_jax_run')   # not writable, even as root
+  broken = tmp_path / 'broken_config.py'
+  broken.write_text('def get_config(:\n')
+  demo = str(REPO_ROOT / 'configs' / 'demo.py')
+  workdir = f'--workdir={tmp_path / "run"}'
+  cases = [   # (arguments, what the message must name)
+      (['--config=configs/does_not_exist.py'], 'no such file'),
+      (['--config=configs/dmeo.py'], "did you mean 'configs/demo.py'?"),
+      ([f'--config={broken}'], 'broken_config.py'),
+      ([], '--config is required'),
+      ([f'--config={demo}', workdir, 'extra'], 'unexpected arguments: extra'),
+      ([f'--config={demo}', workdir, '--mode=trian'],
+       'value should be one of <train|sample|evaluate>'),
+      ([f'--config={demo}', workdir, '--num_samples=many'], '--num_samples'),
+      ([f'--config={demo}', workdir, '--config.trian.batch_size=3'],
+       "no field 'trian'; did you mean 'train'?"),
+      ([f'--config={demo}', workdir, '--config.train.batch_sizee=3'],
+       "did you mean 'train.batch_size'?"),
+      ([f'--config={demo}', workdir, '--config.loss.niqe.patchsize=3'],
+       "did you mean 'loss.niqe.patch_size'?"),
+      ([f'--config={demo}', workdir, '--config.train.batch_size=abc'],
+       'invalid literal for int()'),
+      ([f'--config={demo}', workdir, '--config.loss.method=nique'],
+       "did you mean 'niqe'?"),
+      ([f'--config={demo}', workdir, '--config.data.dataset=cifar'],
+       "data.dataset = 'cifar' is not one of"),
+      ([f'--config={demo}', workdir, '--config.model.resolution=40'],
+       'model.resolution = 40 is not one of'),
+      ([f'--config={demo}', workdir, '--config.model.resolution=48'],
+       'does not match the 32x32 images'),
+      ([f'--config={demo}', workdir, '--config.model.width=0'],
+       'model.width must be >= 1, got 0'),
+      ([f'--config={demo}', workdir, '--config.train.n_critic=0'],
+       'train.n_critic must be >= 1, got 0'),
+      ([f'--config={demo}', workdir, '--config.train.learning_rate=-1e-4'],
+       'train.learning_rate must be in (0.0'),
+      ([f'--config={demo}', workdir, '--config.train.b1=1.5'], 'train.b1'),
+      ([f'--config={demo}', workdir, "--config.eval.metrics=('fid','swdd')"],
+       "unknown metric 'swdd'; did you mean 'swd'?"),
+      ([f'--config={demo}', workdir, "--config.eval.train_metrics=('prcd',)"],
+       "unknown metric 'prcd'"),
+      ([f'--config={demo}', workdir, '--config.eval.reference_split=test'],
+       'eval.reference_split'),
+      ([f'--config={demo}', workdir, '--config.run.sample_grid=10'],
+       'run.sample_grid must be a square number'),
+      ([f'--config={demo}', workdir, '--config.loss.method=niqe',
+        '--config.loss.niqe.pristine=file',
+        f'--config.loss.niqe.pristine_file={tmp_path / "absent.npz"}'],
+       'absent.npz'),
+      ([f'--config={demo}', workdir, '--config.loss.method=niqe',
+        '--config.loss.niqe.pristine=file'], 'loss.niqe.pristine_file'),
+      ([f'--config={demo}', workdir, '--mode=sample'], 'no checkpoints in'),
+      ([f'--config={demo}', workdir, '--mode=evaluate'], 'no checkpoints in'),
+      ([f'--config={demo}', f'--workdir={a_file}'], 'is a file, not a directory'),
+      ([f'--config={demo}', f'--workdir={a_file / "run"}'],
+       'is a file, not a directory'),
+      ([f'--config={demo}', f'--workdir={read_only}'], 'is not writable'),
+      ([f'--config={REPO_ROOT / "configs" / "cifar10_wgangp.py"}', workdir,
+        f'--config.data.data_dir={tmp_path / "tfds"}'],
+       'python -m qagan_jax.prepare_data cifar10'),
+  ]
+  results = run_command_lines([args for args, _ in cases], tmp_path)
+  assert len(results) == len(cases) >= 20
+  failures = [(args, expected, status, stderr[-1500:])
+              for (args, expected), (status, stderr) in zip(cases, results)
+              if status == 0 or expected not in stderr
+              or 'Traceback' in stderr]
+  assert not failures, '\n\n'.join(map(str, failures))
+  assert not (tmp_path / 'run').exists()   # nothing was started
 
 
 def test_default_workdir_and_config_mismatch_refusal(tmp_path):
@@ -141,17 +209,3 @@ def test_incomplete_multi_host_environment_gets_a_clear_message(tmp_path):
   assert 'jax.distributed.initialize() failed' in result.stderr
   assert 'JAX_NUM_PROCESSES' in result.stderr
   assert 'Traceback' not in result.stderr
-
-
-def test_missing_dataset_stops_before_the_workdir_is_made(tmp_path):
-  result = subprocess.run(
-      [sys.executable, '-m', 'qagan_jax.main',
-       f'--config={REPO_ROOT / "configs" / "cifar10_wgangp.py"}',
-       f'--workdir={tmp_path / "run"}',
-       f'--config.data.data_dir={tmp_path / "tfds"}'],
-      cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
-  assert result.returncode != 0
-  assert "'cifar10'" in result.stderr and 'not prepared' in result.stderr
-  assert 'python -m qagan_jax.prepare_data cifar10' in result.stderr
-  assert 'Traceback' not in result.stderr
-  assert not (tmp_path / 'run').exists()

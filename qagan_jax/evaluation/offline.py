@@ -28,26 +28,59 @@ def _to_gray_255(images):
   return (quality.rgb_to_grayscale(images) + 1.0) * 127.5
 
 
-def niqe_mvg(images, patch_size: int | None = None, batch: int = 500):
-  """Mean and covariance of the NIQE features of a set of images.
+def niqe_feature_rows(images, patch_size: int | None = None, batch: int = 512):
+  """NIQE features of every patch of a set of images, as rows.
 
   Images go to grayscale (BT.601) in [0, 255]; every image gives its
-  non-overlapping `patch_size` patches (default: the whole image, one patch),
-  and the features of all patches are fitted with one multivariate Gaussian.
+  non-overlapping `patch_size` patches (default: the whole image, one patch).
+
+  Returns:
+    (features `[N * patches, 36]` float32, valid `[N * patches, 36]` bool,
+    False where a fit is undefined, as MATLAB's NaN).
+  """
+  patch_size = patch_size or images.shape[1]
+  batch = min(batch, len(images))
+  features, valid = [], []
+  for start in range(0, len(images), batch):
+    chunk = as_unit_range(images[start:start + batch])
+    n = len(chunk)
+    if n < batch:   # padded: one shape, one compilation (~5 s on a CPU)
+      chunk = np.concatenate([chunk, np.zeros((batch - n,) + chunk.shape[1:],
+                                              chunk.dtype)])
+    found = quality.niqe_features(_to_gray_255(chunk), patch_size)
+    features.append(np.asarray(found.features)[:n].reshape(-1, 36))
+    valid.append(np.asarray(found.valid)[:n].reshape(-1, 36))
+  return np.concatenate(features), np.concatenate(valid)
+
+
+def niqe_mvg(images, patch_size: int | None = None, batch: int = 512):
+  """Mean and covariance of the NIQE features of a set of images.
+
+  The features of all patches (`niqe_feature_rows`) are fitted with one
+  multivariate Gaussian, skipping undefined values.
 
   Returns:
     (mean `[36]`, cov `[36, 36]`) as float64 numpy arrays.
   """
-  patch_size = patch_size or images.shape[1]
-  features, valid = [], []
-  for start in range(0, len(images), batch):
-    chunk = as_unit_range(images[start:start + batch])
-    found = quality.niqe_features(_to_gray_255(chunk), patch_size)
-    features.append(np.asarray(found.features).reshape(-1, 36))
-    valid.append(np.asarray(found.valid).reshape(-1, 36))
-  model = quality.PristineModel.fit_features(np.concatenate(features),
-                                             np.concatenate(valid))
+  return mvg_of_rows(*niqe_feature_rows(images, patch_size, batch))
+
+
+def mvg_of_rows(features, valid):
+  """(mean, cov) float64 of `niqe_feature_rows` output."""
+  model = quality.PristineModel.fit_features(features, valid)
   return model.mean, model.cov
+
+
+def standardised_rows(features, valid, reference_mean, reference_std):
+  """NIQE feature rows on the reference's scale, for nearest neighbours.
+
+  Each feature minus the reference mean, over the reference standard
+  deviation (the 36 features have scales from ~0.1 to ~10, and Euclidean
+  distances would otherwise see only the largest); undefined values sit at
+  the reference mean (0).
+  """
+  scaled = (features - reference_mean) / np.maximum(reference_std, 1e-12)
+  return np.where(valid, scaled, 0.0).astype(np.float32)
 
 
 def niqe_set_distance(images, reference) -> float:
@@ -56,11 +89,15 @@ def niqe_set_distance(images, reference) -> float:
   `reference` is a (mean, cov) pair from `niqe_mvg` of real images (e.g.
   held-out patches); 0 when the two sets have the same NSS statistics.
   """
-  mean, cov = niqe_mvg(images)
+  return mvg_set_distance(niqe_mvg(images), reference)
+
+
+def mvg_set_distance(mvg, reference) -> float:
+  """`niqe_set_distance` of a (mean, cov) pair already fitted."""
   with jax.enable_x64(True):
     return float(quality.mvg_distance(jnp.asarray(reference[0]),
                                       jnp.asarray(reference[1]),
-                                      jnp.asarray(mean), jnp.asarray(cov)))
+                                      jnp.asarray(mvg[0]), jnp.asarray(mvg[1])))
 
 
 # --- sliced Wasserstein distance on Laplacian pyramids (Karras et al., 2018) ----------
@@ -124,9 +161,10 @@ def _sliced_distance_on_device(a, b, directions):
 def _sliced_distance(a, b, directions):
   if jax.default_backend() != 'cpu':
     return float(_sliced_distance_on_device(a, b, directions))
-  # numpy on a CPU: XLA:CPU sorts these columns about 10x slower
-  pa = np.sort(a @ directions, axis=0)
-  pb = np.sort(b @ directions, axis=0)
+  # numpy on a CPU: XLA:CPU sorts these columns about 10x slower; rows of
+  # the transposed projections sort faster than strided columns
+  pa = np.sort(directions.T @ a.T, axis=1)
+  pb = np.sort(directions.T @ b.T, axis=1)
   return float(np.mean(np.abs(pa - pb)))
 
 

@@ -3,9 +3,8 @@
 `Evaluator` computes the metrics named in a config (`eval.metrics` for the
 evaluate mode, `eval.train_metrics` during training) on generated samples,
 against real images of `eval.reference_split`; its reference statistics are
-computed once and cached in the workdir. `evaluate_run` is
-`python -m qagan_jax.main --mode=evaluate`: the EMA generator of a
-checkpoint, `num_samples` samples, a JSON report.
+computed once and cached in the workdir. `loop.evaluate_run` (the evaluate
+mode) uses it on a checkpoint's samples.
 """
 
 from __future__ import annotations
@@ -16,21 +15,24 @@ import logging
 import pathlib
 import time
 
-import jax
 import numpy as np
 
 from qagan_jax import input_pipeline
 from qagan_jax.evaluation import inception
 from qagan_jax.evaluation import metrics as metrics_lib
 from qagan_jax.evaluation import offline
+from qagan_jax.evaluation import prdc as prdc_lib
 
 log = logging.getLogger(__name__)
 
-INCEPTION_METRICS = ('fid', 'is', 'kid')
-OFFLINE_METRICS = ('swd', 'niqe', 'diversity')
+# 'prdc': precision, recall, density and coverage on Inception features;
+# 'prdc_niqe': the same on the NIQE features of each image (offline).
+INCEPTION_METRICS = ('fid', 'is', 'kid', 'prdc')
+OFFLINE_METRICS = ('swd', 'niqe', 'diversity', 'prdc_niqe')
 METRICS = INCEPTION_METRICS + OFFLINE_METRICS
 REFERENCE_SPLITS = ('train', 'held_out')
-KID_REFERENCE_ROWS = 10_000   # reference features kept for KID's subsets
+KID_REFERENCE_ROWS = 10_000   # reference features kept for KID and PRDC
+PRDC_MAX_ROWS = 10_000        # per set, as Naeem et al. (2020)
 SEED = 2024                   # latents of the evaluation samples
 
 
@@ -59,6 +61,10 @@ def reference_images(data_config, split: str, count: int) -> np.ndarray:
   if split == 'held_out':
     return input_pipeline.held_out_images(data_config, count)
   return input_pipeline.split_images(data_config, 'train', count)
+
+
+class NonFiniteSamplesError(ValueError):
+  """Samples with NaN or inf: a diverged generator, not a measurement."""
 
 
 class Evaluator:
@@ -111,16 +117,29 @@ class Evaluator:
                              f'_{kind}_{count}_{digest}.npz')
 
   def offline_reference(self):
-    """(images for SWD, NIQE MVG, pairwise SSIM) of the real images."""
+    """(images for SWD, NIQE feature rows, NIQE MVG, pairwise SSIM) of the
+    real images; entries a metric does not need are None."""
     if self._offline_reference is None:
       count = min(self.num_samples, self.config.eval.swd_images)
       images = reference_images(self.config.data,
                                 self.config.eval.reference_split, count)
-      mvg = offline.niqe_mvg(images) if 'niqe' in self.metrics else None
+      rows = mvg = None
+      if {'niqe', 'prdc_niqe'} & set(self.metrics):
+        rows = offline.niqe_feature_rows(images)
+        mvg = offline.mvg_of_rows(*rows)
       ssim = (offline.pairwise_ssim(images, self.config.eval.diversity_pairs)
               if 'diversity' in self.metrics else None)
-      self._offline_reference = (images, mvg, ssim)
+      self._offline_reference = (images, rows, mvg, ssim)
     return self._offline_reference
+
+  def _niqe_prdc(self, rows, reference_rows, reference_mvg):
+    """PRDC on standardised NIQE feature rows (one row per 32x32 image)."""
+    mean = reference_mvg[0]
+    std = np.sqrt(np.diag(reference_mvg[1]))
+    real, fake = (offline.standardised_rows(*r, mean, std)[:PRDC_MAX_ROWS]
+                  for r in (reference_rows, rows))
+    found = prdc_lib.prdc(real, fake, k=self.config.eval.prdc_k)
+    return {f'prdc_niqe/{name}': value for name, value in found.items()}
 
   def inception_reference(self):
     """(GaussianStats, KID features) of the real images' Inception features."""
@@ -160,6 +179,15 @@ class Evaluator:
   def __call__(self, samples) -> dict[str, float]:
     """Samples `[N, R, R, 3]`: float in [-1, 1] or uint8 (as saved)."""
     samples = np.asarray(samples)
+    if samples.dtype != np.uint8:
+      bad = int(np.sum(~np.all(np.isfinite(samples.reshape(len(samples), -1)),
+                               axis=1)))
+      if bad:
+        raise NonFiniteSamplesError(
+            f'{bad} of {len(samples)} samples hold NaN or inf values: the '
+            'generator has diverged and its metrics would mean nothing. '
+            'Evaluate an earlier checkpoint (--checkpoint_step), or lower '
+            'train.learning_rate or the penalty weights and retrain.')
     uint8 = (samples if samples.dtype == np.uint8
              else input_pipeline.to_uint8(samples))
     results = {}
@@ -173,47 +201,25 @@ class Evaluator:
         results['is'], results['is_std'] = metrics_lib.inception_score(logits)
       if 'kid' in self.metrics:
         results.update(metrics_lib.kid(features, kid_features))
+      if 'prdc' in self.metrics:
+        results.update(prdc_lib.prdc(kid_features[:PRDC_MAX_ROWS],
+                                     features[:PRDC_MAX_ROWS],
+                                     k=self.config.eval.prdc_k))
     if set(self.metrics) & set(OFFLINE_METRICS):
-      images, mvg, real_ssim = self.offline_reference()
+      images, reference_rows, mvg, real_ssim = self.offline_reference()
       if 'swd' in self.metrics:
         n = min(len(samples), len(images))
         results.update(offline.sliced_wasserstein(
             offline.as_unit_range(samples[:n]), images[:n]))
-      if 'niqe' in self.metrics:
-        results['niqe_distance'] = offline.niqe_set_distance(samples, mvg)
+      if {'niqe', 'prdc_niqe'} & set(self.metrics):
+        rows = offline.niqe_feature_rows(samples)
+        if 'niqe' in self.metrics:
+          results['niqe_distance'] = offline.mvg_set_distance(
+              offline.mvg_of_rows(*rows), mvg)
+        if 'prdc_niqe' in self.metrics:
+          results.update(self._niqe_prdc(rows, reference_rows, mvg))
       if 'diversity' in self.metrics:
         results['diversity/ssim_pairs'] = offline.pairwise_ssim(
             samples, self.config.eval.diversity_pairs)
         results['diversity/ssim_pairs_real'] = real_ssim
     return results
-
-
-def evaluate_run(config, workdir, step: int | None = None,
-                 num_samples: int | None = None) -> pathlib.Path:
-  """Evaluates a checkpoint's EMA generator; writes and returns a JSON report.
-
-  `num_samples` defaults to eval.num_samples (50,000, as the paper). The
-  report goes to `<workdir>/eval/step_<step>.json`.
-  """
-  from qagan_jax import loop  # pylint: disable=g-import-not-at-top
-  workdir = pathlib.Path(workdir).absolute()
-  num_samples = num_samples or config.eval.num_samples
-  evaluator = Evaluator(config, config.eval.metrics, num_samples,
-                        cache_dir=workdir / 'reference')
-  setup, state, step = loop.restore_state(config, workdir, step)
-  start = time.perf_counter()
-  sampler = loop.make_sampler(setup, config.run.standing_stats_samples)
-  samples = loop.generate(sampler, state, num_samples, SEED, setup.latent_dim,
-                          as_uint8=True)   # as saved images; 4x less memory
-  results = evaluator(samples)
-  report = {
-      'step': step, 'num_samples': num_samples,
-      'dataset': config.data.dataset, 'method': config.loss.method,
-      'reference_split': config.eval.reference_split,
-      'metrics': results, 'seconds': round(time.perf_counter() - start, 1),
-  }
-  path = workdir / 'eval' / f'step_{step:07d}.json'
-  if jax.process_index() == 0:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1) + '\n')
-  return path

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import os
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -138,7 +139,9 @@ def mvg_distance(mean_p: jax.Array, cov_p: jax.Array, mean_t: jax.Array,
   delta, matrix = jnp.broadcast_arrays(delta[..., None, :], matrix)
   squared = _mahalanobis_squared(delta[..., 0, :], matrix)
   positive = squared > 0
-  return jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1)), 0)
+  # NaN parameters give NaN, not the 0 of "not > 0"
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1)),
+                   jnp.where(jnp.isnan(squared), squared, 0))
 
 
 # --- pristine models ------------------------------------------------------------------
@@ -293,9 +296,15 @@ def niqe_score(images, model: PristineModel | None = None, *,
     patch_size: patch side (96 in NIQE).
 
   Returns:
-    `[...]` scores.
+    `[...]` scores; NaN for an image holding a NaN or an inf (the other
+    images of the batch keep their exact scores).
+
+  Warns once per process when given concrete images whose maximum is at
+  most 1: NIQE's model expects [0, 255], and [0, 1] images give a
+  meaningless score. Traced images (under jit) are not checked.
   """
   model = PristineModel.standard() if model is None else model
+  _warn_if_unit_range(images)
   gray = to_matlab_grayscale(images)
   h, w = gray.shape[-3], gray.shape[-2]
   if h >= patch_size and w >= patch_size and (h // patch_size) * (
@@ -309,7 +318,30 @@ def niqe_score(images, model: PristineModel | None = None, *,
                          jnp.asarray(model.cov, found.features.dtype))
 
 
+_warned_unit_range = False
+
+
+def _warn_if_unit_range(images) -> None:
+  """The commonest NIQE mistake, [0, 1] images, flagged once (never traced)."""
+  global _warned_unit_range
+  if _warned_unit_range or isinstance(images, jax.core.Tracer):
+    return
+  values = np.asarray(images)
+  if not np.issubdtype(values.dtype, np.floating):
+    return
+  largest = np.max(values, initial=-np.inf, where=np.isfinite(values))
+  if np.isfinite(largest) and largest <= 1:
+    _warned_unit_range = True
+    warnings.warn(
+        f'niqe_score: the images\' maximum is {largest:.3g}, but '
+        'NIQE expects values in [0, 255] (as MATLAB\'s double(imread(...))); '
+        'scale [0, 1] images by 255 first.', UserWarning, stacklevel=3)
+
+
 @jax.jit
 def _score_features(features, valid, mean_p, cov_p):
+  # mvg_fit reads NaN features as missing values; an image with any NaN
+  # feature (niqe_features gives those only for non-finite images) is NaN.
+  bad = jnp.any(jnp.isnan(features), axis=(-2, -1))
   mean_t, cov_t = mvg_fit(features, valid)
-  return mvg_distance(mean_p, cov_p, mean_t, cov_t)
+  return jnp.where(bad, jnp.nan, mvg_distance(mean_p, cov_p, mean_t, cov_t))

@@ -422,7 +422,12 @@ def _scale_features(fit: AggdParams):
 
 @functools.partial(jax.jit, static_argnames=('patch_size',))
 def _niqe_features(images, constant, patch_size):
-  gray = images[..., :1]
+  # NaN in, NaN out per image: a bad image is computed as zeros (nothing
+  # non-finite reaches the fits, or the other images' gradients) and its
+  # features and sharpness are NaN afterwards, and its `valid` all True, so
+  # that a NaN feature is never mistaken for a missing one.
+  bad = ~jnp.all(jnp.isfinite(images), axis=(-3, -2, -1))
+  gray = jnp.where(bad[..., None, None, None], 0, images[..., :1])
   scale1 = mscn(gray, constant=constant)
   half = downscale_half(gray)
   scale2 = mscn(half, constant=constant)
@@ -435,8 +440,11 @@ def _niqe_features(images, constant, patch_size):
   f2, v2 = _scale_features(_aggd_params(moments2, alpha[1]))
   sharpness = jnp.mean(_patches(scale1.sigma[..., 0], patch_size),
                        axis=(-2, -1))
-  return NiqeFeatures(jnp.concatenate([f1, f2], axis=-1),
-                      jnp.concatenate([v1, v2], axis=-1), sharpness)
+  features = jnp.where(bad[..., None, None], jnp.nan,
+                       jnp.concatenate([f1, f2], axis=-1))
+  sharpness = jnp.where(bad[..., None], jnp.nan, sharpness)
+  valid = jnp.concatenate([v1, v2], axis=-1) | bad[..., None, None]
+  return NiqeFeatures(features, valid, sharpness)
 
 
 def niqe_features(
@@ -462,7 +470,9 @@ def niqe_features(
 
   Returns:
     NiqeFeatures: features and valid `[..., N, 36]`, sharpness `[..., N]`,
-    N = (H // patch_size) * (W // patch_size).
+    N = (H // patch_size) * (W // patch_size). An image holding a NaN or an
+    inf gets NaN features and sharpness, all marked valid (NaN values, not
+    missing ones); the other images of the batch keep their exact values.
   """
   images = _checks.as_float_images('images', images)
   patch_size = _checks.positive_int('patch_size', patch_size)

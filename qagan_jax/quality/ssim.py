@@ -8,7 +8,11 @@ Conventions, shared by all of `qagan_jax.quality`:
     default: a wrong range silently changes every score;
   * colour images are compared channel by channel and averaged over channels
     (as scikit-image's `structural_similarity(..., channel_axis=-1)`); use
-    `rgb_to_grayscale` first for the grayscale path of the QAGAN paper.
+    `rgb_to_grayscale` first for the grayscale path of the QAGAN paper;
+  * NaN in, NaN out: an image pair in which either image holds a NaN or an
+    inf gets NaN results (the whole map for per-pixel outputs), under jit,
+    vmap and grad; the other pairs of the batch keep their exact values, and
+    the bad pair's gradient is zero rather than NaN.
 
 With Gaussian-weighted local means mu, variances sigma^2 and covariance
 sigma_xy (population normalisation, as Wang et al. 2004):
@@ -122,28 +126,51 @@ def _ssim_terms(x, y, data_range, *, window_size, sigma, k1, k2, padding,
 
 
 def _safe_sqrt(v: jax.Array) -> jax.Array:
-  """sqrt with gradient 0 (not inf * 0 = nan) where v == 0."""
+  """sqrt with gradient 0 (not inf * 0 = nan) where v == 0; NaN stays NaN."""
   positive = v > 0
-  return jnp.where(positive, jnp.sqrt(jnp.where(positive, v, 1)), 0)
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, v, 1)),
+                   jnp.where(jnp.isnan(v), v, 0))
+
+
+def non_finite_images(*images: jax.Array) -> jax.Array:
+  """`[...]` True for each image `[..., H, W, C]` holding a NaN or an inf."""
+  finite = [jnp.all(jnp.isfinite(x), axis=(-3, -2, -1)) for x in images]
+  return ~functools.reduce(jnp.logical_and, finite)
+
+
+def _as_nan_where(bad: jax.Array, values: jax.Array) -> jax.Array:
+  """`values` `[..., *tail]` with NaN for the images `[...]` flagged bad."""
+  bad = bad.reshape(bad.shape + (1,) * (values.ndim - bad.ndim))
+  return jnp.where(bad, jnp.nan, values)
 
 
 @functools.partial(jax.jit, static_argnames=(
     'output', 'window_size', 'sigma', 'k1', 'k2', 'padding', 'precision'))
 def _compute(x, y, data_range, *, output, **options):
   """One compiled kernel per output kind and option set (cached by jit)."""
+  # NaN in, NaN out, per image: a bad image is replaced by zeros for the
+  # computation (so nothing non-finite reaches the others' values or
+  # gradients) and its results are NaN; without this, NaN would compare
+  # as "not > 0" in the square roots and read as d_Q = 0, "identical".
+  bad = non_finite_images(x, y)
+  per_pixel = bad[..., None, None, None]
+  x, y = jnp.where(per_pixel, 0, x), jnp.where(per_pixel, 0, y)
   terms = _ssim_terms(x, y, data_range, **options)
   if output == 'components':
-    return terms.luminance, terms.contrast_structure
+    return (_as_nan_where(bad, terms.luminance),
+            _as_nan_where(bad, terms.contrast_structure))
   if output == 'ssim':
-    return jnp.mean(terms.luminance * terms.contrast_structure,
-                    axis=(-3, -2, -1))
-  squared = terms.luminance_gap + terms.contrast_structure_gap
-  if output == 'rms':
-    return _safe_sqrt(jnp.mean(squared, axis=(-3, -2, -1)))
-  distance_map = _safe_sqrt(squared)
-  if output == 'none':
-    return distance_map
-  return jnp.mean(distance_map, axis=(-3, -2, -1))
+    result = jnp.mean(terms.luminance * terms.contrast_structure,
+                      axis=(-3, -2, -1))
+  else:
+    squared = terms.luminance_gap + terms.contrast_structure_gap
+    if output == 'rms':
+      result = _safe_sqrt(jnp.mean(squared, axis=(-3, -2, -1)))
+    elif output == 'none':
+      result = _safe_sqrt(squared)
+    else:
+      result = jnp.mean(_safe_sqrt(squared), axis=(-3, -2, -1))
+  return _as_nan_where(bad, result)
 
 
 def _run(x, y, *, output, data_range, **options):
@@ -184,7 +211,8 @@ def ssim_components(
 
   Returns:
     `(L, CS)`, each `[..., H', W', C]` with H' = H - window_size + 1 for
-    'valid' and H' = H otherwise (W' likewise).
+    'valid' and H' = H otherwise (W' likewise); NaN maps for image pairs
+    holding a NaN or an inf.
   """
   return _run(x, y, output='components', data_range=data_range,
               window_size=window_size, sigma=sigma, k1=k1, k2=k2,
@@ -216,7 +244,8 @@ def ssim(
       `ssim_components`.
 
   Returns:
-    `[...]`: the SSIM of each image pair, in [-1, 1] (1 for identical images).
+    `[...]`: the SSIM of each image pair, in [-1, 1] (1 for identical images;
+    NaN for a pair holding a NaN or an inf).
   """
   return _run(x, y, output='ssim', data_range=data_range,
               window_size=window_size, sigma=sigma, k1=k1, k2=k2,
@@ -257,7 +286,8 @@ def ssim_distance(
       'none' returns the map itself. Both reductions are metrics.
 
   Returns:
-    `[...]` distances, or the `[..., H', W', C]` map for reduction='none'.
+    `[...]` distances, or the `[..., H', W', C]` map for reduction='none';
+    NaN for a pair holding a NaN or an inf (never 0, "identical").
 
   Example:
     >>> import jax, jax.numpy as jnp

@@ -25,17 +25,21 @@ def trained(tmp_path_factory, tiny_run_config):
 def test_evaluate_run_writes_a_report_of_the_offline_metrics(trained):
   config, workdir = trained
   config = config.copy_and_resolve_references()
-  config.eval.metrics = ('swd', 'niqe', 'diversity')
-  path = report.evaluate_run(config, workdir, num_samples=64)
+  config.eval.metrics = ('swd', 'niqe', 'diversity', 'prdc_niqe')
+  path = loop.evaluate_run(config, workdir, num_samples=64)
   assert path == workdir / 'eval' / 'step_0000002.json'
   result = json.loads(path.read_text())
   assert result['step'] == 2 and result['num_samples'] == 64
   values = result['metrics']
+  prdc_names = {f'prdc_niqe/{n}' for n in ('precision', 'recall', 'density',
+                                           'coverage')}
   assert {'swd/mean', 'swd/32', 'swd/16', 'niqe_distance',
-          'diversity/ssim_pairs', 'diversity/ssim_pairs_real'} <= set(values)
+          'diversity/ssim_pairs', 'diversity/ssim_pairs_real'} | prdc_names <= (
+              set(values))
   assert all(np.isfinite(v) for v in values.values())
   # two training steps: far from the data, by every measure
   assert values['swd/mean'] > 10 and values['niqe_distance'] > 1
+  assert values['prdc_niqe/coverage'] < 0.5
 
 
 def test_inception_metrics_with_converted_weights_and_a_cached_reference(
@@ -45,7 +49,7 @@ def test_inception_metrics_with_converted_weights_and_a_cached_reference(
   weights = tmp_path / 'inception.npz'
   inception.save_weights(random_inception_variables(seed=4), weights)
   config.eval.inception_weights = str(weights)
-  config.eval.metrics = ('fid', 'is', 'kid')
+  config.eval.metrics = ('fid', 'is', 'kid', 'prdc')
   config.eval.reference_samples = 24
   config.eval.batch_size = 12
   config_lib.validate(config)
@@ -53,8 +57,10 @@ def test_inception_metrics_with_converted_weights_and_a_cached_reference(
                                cache_dir=tmp_path / 'reference')
   samples = np.random.default_rng(0).uniform(-1, 1, (20, 32, 32, 3))
   first = evaluator(samples)
-  assert set(first) == {'fid', 'is', 'is_std', 'kid', 'kid_std', 'kid_stderr'}
+  assert set(first) == {'fid', 'is', 'is_std', 'kid', 'kid_std', 'kid_stderr',
+                        'precision', 'recall', 'density', 'coverage'}
   assert first['fid'] > 0 and first['is'] >= 1
+  assert all(0 <= first[n] <= 1 for n in ('precision', 'recall', 'coverage'))
   assert len(list((tmp_path / 'reference').glob('*_inception_24_*.npz'))) == 1
   again = report.Evaluator(config, config.eval.metrics, 20,
                            cache_dir=tmp_path / 'reference')
@@ -89,3 +95,13 @@ def test_uint8_and_float_samples_give_the_same_metrics(tiny_run_config):
   from_float = evaluator(input_pipeline.to_unit_range(as_saved))
   for key, value in from_float.items():
     assert from_uint8[key] == pytest.approx(value, rel=1e-5), key
+
+
+def test_non_finite_samples_are_refused_with_their_count(tiny_run_config):
+  config = tiny_run_config()
+  evaluator = report.Evaluator(config, ('swd',), 8)
+  samples = np.zeros((8, 32, 32, 3), np.float32)
+  samples[2, 0, 0, 0] = np.nan
+  samples[5, 3, 3, 1] = np.inf
+  with pytest.raises(report.NonFiniteSamplesError, match='2 of 8 samples'):
+    evaluator(samples)

@@ -266,3 +266,55 @@ def test_fit_images_keeps_only_sharp_patches():
   np.testing.assert_allclose(model.mean, rows.mean(axis=0), rtol=1e-6)
   np.testing.assert_allclose(model.cov, np.cov(rows, rowvar=False), rtol=1e-5,
                              atol=1e-9)
+
+
+@pytest.mark.parametrize('bad_value', [np.nan, np.inf])
+def test_non_finite_images_give_nan_scores_and_features(bad_value):
+  rng = np.random.default_rng(3)
+  images = rng.uniform(0, 255, (3, 64, 64, 1)).astype(np.float32)
+  images[:, 16:40, 16:40] = scipy.ndimage.gaussian_filter(
+      images[:, 16:40, 16:40], (0, 2, 2, 0))
+  bad = images.copy()
+  bad[1, 10, 20, 0] = bad_value
+  score = jax.jit(lambda im: niqe.niqe_score(im, patch_size=32))
+  clean, got = np.asarray(score(images)), np.asarray(score(bad))
+  assert np.isnan(got[1]) and np.all(np.isfinite(clean))
+  np.testing.assert_array_equal(got[[0, 2]], clean[[0, 2]])
+  found, found_clean = (jax.tree_util.tree_map(np.asarray, nss.niqe_features(
+      im, 32)) for im in (bad, images))
+  assert np.all(np.isnan(found.features[1])) and np.all(
+      np.isnan(found.sharpness[1]))
+  np.testing.assert_array_equal(found.features[[0, 2]],
+                                found_clean.features[[0, 2]])
+  np.testing.assert_array_equal(found.valid[[0, 2]], found_clean.valid[[0, 2]])
+  assert np.all(found.valid[1])     # NaN values, not missing ones
+  # gradients of the finite images are unchanged, the bad one's are zero
+  loss = lambda im: jnp.nansum(nss.niqe_features(im, 32).features)
+  g_bad, g_clean = (np.asarray(jax.grad(loss)(im)) for im in (bad, images))
+  np.testing.assert_array_equal(g_bad[[0, 2]], g_clean[[0, 2]])
+  assert np.all(g_bad[1] == 0)
+
+
+def test_all_nan_image_is_not_a_constant_image():
+  constant = np.full((1, 192, 192, 1), 128.0, np.float32)
+  assert np.isfinite(niqe.niqe_score(constant))
+  assert np.isnan(niqe.niqe_score(np.full_like(constant, np.nan)))
+
+
+def test_mvg_distance_of_nan_parameters_is_nan():
+  mean, cov = np.zeros(3), np.eye(3)
+  assert np.isnan(niqe.mvg_distance(mean, cov, np.full(3, np.nan), cov))
+
+
+def test_unit_range_images_warn_once(monkeypatch):
+  monkeypatch.setattr(niqe, '_warned_unit_range', False)
+  images = np.random.default_rng(0).uniform(0, 1, (192, 192, 1))
+  with pytest.warns(UserWarning, match=r'\[0, 255\]'):
+    niqe.niqe_score(images)
+  import warnings  # pylint: disable=g-import-not-at-top
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    niqe.niqe_score(images)                    # once only
+    monkeypatch.setattr(niqe, '_warned_unit_range', False)
+    niqe.niqe_score(images * 255)              # [0, 255]: no warning
+    jax.jit(niqe.niqe_score)(images)           # traced: not checked

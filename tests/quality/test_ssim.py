@@ -336,3 +336,42 @@ def test_data_range_is_required():
   x = np.zeros((16, 16, 1), np.float32)
   with pytest.raises(TypeError, match='data_range'):
     quality.ssim_distance(x, x)  # pylint: disable=missing-kwoa
+
+
+@pytest.mark.parametrize('bad_value', [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize('output', ['ssim', 'components', 'mean', 'rms',
+                                    'none'])
+def test_non_finite_images_give_nan_and_leave_the_batch_alone(output,
+                                                              bad_value):
+  rng = np.random.default_rng(7)
+  x = rng.uniform(-1, 1, (4, 24, 24, 1)).astype(np.float32)
+  y = np.clip(x + rng.normal(0, 0.2, x.shape), -1, 1).astype(np.float32)
+  x_bad, y_bad = x.copy(), y.copy()
+  x_bad[1, 5, 7, 0] = bad_value      # one pixel of one image
+  y_bad[3, 0, 0, 0] = bad_value      # and of the other image of another pair
+  if output == 'ssim':
+    fn = lambda a, b: quality.ssim(a, b, data_range=2.0, window_size=7)
+  elif output == 'components':
+    fn = lambda a, b: jnp.stack(quality.ssim_components(
+        a, b, data_range=2.0, window_size=7))
+  else:
+    fn = lambda a, b: quality.ssim_distance(a, b, data_range=2.0,
+                                             window_size=7, reduction=output)
+  clean, got = np.asarray(fn(x, y)), np.asarray(jax.jit(fn)(x_bad, y_bad))
+  if output == 'components':    # [2, batch, ...] -> [batch, 2, ...]
+    clean, got = np.swapaxes(clean, 0, 1), np.swapaxes(got, 0, 1)
+  assert np.all(np.isnan(got[[1, 3]]))
+  np.testing.assert_array_equal(got[[0, 2]], clean[[0, 2]])
+  if output in ('mean', 'rms'):
+    # the finite pairs' gradients are exact; the bad pairs' are zero, not NaN
+    grad = lambda a: jax.grad(lambda v: jnp.nansum(fn(v, y_bad)))(a)
+    g_bad = np.asarray(grad(x_bad))
+    g_clean = np.asarray(jax.grad(lambda v: jnp.sum(fn(v, y)))(x))
+    np.testing.assert_array_equal(g_bad[[0, 2]], g_clean[[0, 2]])
+    assert np.all(g_bad[[1, 3]] == 0)
+
+
+def test_nan_images_are_never_identical():
+  x = np.full((1, 16, 16, 1), np.nan, np.float32)
+  assert np.isnan(quality.ssim_distance(x, x, data_range=2.0, window_size=7))
+  assert np.isnan(quality.ssim(x, x, data_range=2.0, window_size=7))

@@ -1,0 +1,90 @@
+"""The package's import graph: no circles, configuration flows down from main.py."""
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / 'qagan_jax'
+
+
+def _module_name(path: pathlib.Path) -> str:
+  parts = path.relative_to(PACKAGE.parent).with_suffix('').parts
+  return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+  """{module: package modules it imports}, function-level imports included."""
+  modules = {_module_name(p): p for p in PACKAGE.rglob('*.py')}
+  graph = {}
+  for name, path in modules.items():
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.Import):
+        targets = [alias.name for alias in node.names]
+      elif isinstance(node, ast.ImportFrom) and node.module:
+        # `from a.b import c` names module a.b.c when there is one
+        targets = [f'{node.module}.{alias.name}' for alias in node.names]
+        targets = [t if t in modules else node.module for t in targets]
+      else:
+        continue
+      found.update(t for t in targets if t in modules and t != name)
+    graph[name] = found
+  return graph
+
+
+def find_cycle(graph):
+  """A list of modules forming a circle, or None."""
+  state, stack = {}, []
+
+  def visit(node):
+    state[node] = 'open'
+    stack.append(node)
+    for target in sorted(graph[node]):
+      # importing a package's parent while the package loads is no circle
+      if node.startswith(target + '.'):
+        continue
+      if state.get(target) == 'open':
+        return stack[stack.index(target):] + [target]
+      if target not in state:
+        cycle = visit(target)
+        if cycle:
+          return cycle
+    stack.pop()
+    state[node] = 'done'
+    return None
+
+  for node in sorted(graph):
+    if node not in state:
+      cycle = visit(node)
+      if cycle:
+        return cycle
+  return None
+
+
+def test_the_package_has_no_import_circle():
+  graph = import_graph()
+  assert len(graph) > 20 and 'qagan_jax.loop' in graph
+  assert find_cycle(graph) is None, ' -> '.join(find_cycle(graph))
+
+
+def test_the_cycle_finder_finds_circles():
+  assert find_cycle({'a': {'b'}, 'b': {'c'}, 'c': {'a'}}) == ['a', 'b', 'c',
+                                                              'a']
+  assert find_cycle({'a': {'b'}, 'b': set(), 'c': {'a', 'b'}}) is None
+
+
+def test_only_main_imports_the_config_module():
+  importers = sorted(name for name, targets in import_graph().items()
+                     if 'qagan_jax.config' in targets)
+  assert importers == ['qagan_jax.main']
+
+
+@pytest.mark.parametrize('module', ['qagan_jax.loop', 'qagan_jax.evaluation',
+                                    'qagan_jax.train', 'qagan_jax.config',
+                                    'qagan_jax.evaluation.report'])
+def test_each_module_imports_alone_in_a_fresh_interpreter(module):
+  subprocess.run([sys.executable, '-c', f'import {module}'], check=True,
+                 timeout=120)

@@ -242,8 +242,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
   sharding = train.batch_sharding(run.mesh)
   n_critic = cfg.train.n_critic
   batch_shape = (n_critic, cfg.train.batch_size) + (cfg.model.resolution,) * 2 + (3,)
-  # Compiling the step takes ~15-50 s on a CPU: a thread does it while the
-  # first sample grid and evaluation run (XLA compiles without the GIL).
+  # Compiling the step takes ~15-50 s on a CPU: a thread compiles it, into
+  # jit's cache, while the first sample grid and evaluation run (XLA
+  # compiles without the GIL).
   compiling = concurrent.futures.ThreadPoolExecutor(1)
   compiled_step = compiling.submit(lambda initial=state: step_fn.lower(
       initial, jax.ShapeDtypeStruct(batch_shape, np.float32,
@@ -268,7 +269,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
   if run.start == 0:
     save_grid(0)
     evaluate(0)
-  step_fn = compiled_step.result()
+  compiled_step.result()   # waits; a compilation error surfaces here
   progress = reporting.Progress(total, run.start, cfg.run.progress_bar)
   last_saved = run.start
   stopped_by = None

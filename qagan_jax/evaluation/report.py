@@ -221,5 +221,7 @@ class Evaluator:
       if 'diversity' in self.metrics:
         results['diversity/ssim_pairs'] = offline.pairwise_ssim(
             samples, self.config.eval.diversity_pairs)
-        results['diversity/ssim_pairs_real'] = real_ssim
+        # named by the real images it is computed on (eval.reference_split)
+        split = self.config.eval.reference_split
+        results[f'diversity/ssim_pairs_real_{split}'] = real_ssim
     return results

@@ -1,0 +1,12 @@
+"""QAGAN-SSIM on the strong WGAN-GP baseline on STL-10 (48x48, unlabelled split resized from 96).
+
+As configs/stl10_ssim.py (the paper's settings) but with the WGAN-GP of
+Gulrajani et al. (2017): gradient penalty weight 10 instead of 1 and no
+drift term (qagan_jax.config.GP10_FIELDS). experiments/REPRODUCE.md.
+"""
+
+from qagan_jax import config
+
+
+def get_config():
+  return config.get_config('stl10', 'ssim', protocol='gp10')

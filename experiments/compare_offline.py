@@ -50,12 +50,8 @@ COLUMNS = (('swd/mean', 'SWD ×10³ ↓'), ('niqe_distance', 'NIQE distance ↓'
 def run_one(method: str, protocol: str, seed: int, iters: int,
             num_samples: int, root: pathlib.Path) -> dict:
   """Trains and evaluates one run; a finished run's result is read back."""
-  config = config_lib.demo_config()
+  config = config_lib.with_protocol(config_lib.demo_config(), protocol)
   config.loss.method = method
-  if protocol == 'gp10':   # the strong WGAN-GP baseline's fields
-    for path, value in config_lib.GP10_FIELDS.items():
-      section, name = path.split('.')
-      config[section][name] = value
   config.seed = seed
   config.train.num_iters = iters
   config.run.progress_bar = False

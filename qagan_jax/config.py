@@ -72,8 +72,6 @@ def get_config(dataset: str, method: str,
   (wgangp, ssim, niqe): the paper's (DESIGN.md section 2), or with
   protocol='gp10' the strong WGAN-GP baseline's (GP10_FIELDS), the quality
   penalties (lambda_2 = 0.1) on top of it."""
-  if protocol not in PROTOCOLS:
-    raise ValueError(f'protocol must be one of {PROTOCOLS}, got {protocol!r}')
   config = base_config()
   config.data.dataset = dataset
   config.model.resolution = DATASET_RESOLUTION[dataset]
@@ -82,6 +80,15 @@ def get_config(dataset: str, method: str,
   config.loss.method = method
   # 100k generator iterations, as WGAN-GP's CIFAR-10 ResNet and the authors.
   config.train.num_iters = 100_000
+  return with_protocol(config, protocol)
+
+
+def with_protocol(config: ml_collections.ConfigDict,
+                  protocol: str) -> ml_collections.ConfigDict:
+  """`config` with the fields of `protocol` ('paper' changes nothing; 'gp10'
+  sets GP10_FIELDS), in place; returned for chaining."""
+  if protocol not in PROTOCOLS:
+    raise ValueError(f'protocol must be one of {PROTOCOLS}, got {protocol!r}')
   if protocol == 'gp10':
     for path, value in GP10_FIELDS.items():
       section, name = path.split('.')

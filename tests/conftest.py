@@ -12,7 +12,10 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # One persistent compilation cache for the session, in this process and in
 # the subprocesses tests start: a run and its resume, or two command-line
 # runs of one config, compile the same programs.
-_CACHE = tempfile.mkdtemp(prefix='qagan-jax-test-cache-')
+# With pytest-xdist the workers inherit the controller's directory.
+_CACHE = os.environ.get('QAGAN_TEST_CACHE') or tempfile.mkdtemp(
+    prefix='qagan-jax-test-cache-')
+os.environ['QAGAN_TEST_CACHE'] = _CACHE
 os.environ['JAX_COMPILATION_CACHE_DIR'] = _CACHE
 os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
 jax.config.update('jax_compilation_cache_dir', _CACHE)

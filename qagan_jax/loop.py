@@ -127,11 +127,19 @@ def make_sampler(setup: train.Setup, num_standing: int):
 def generate(sampler, state, num: int, seed: int, latent_dim: int,
              batch: int = 500, as_uint8: bool = False) -> np.ndarray:
   """`num` samples `[num, R, R, 3]` from latents of `seed`: float32 in
-  [-1, 1], or uint8 in [0, 255] (rounded as saved images) if `as_uint8`."""
+  [-1, 1], or uint8 in [0, 255] (rounded as saved images) if `as_uint8`.
+  Raises report.NonFiniteSamplesError, counting them, if any holds NaN/inf."""
   z = jax.random.normal(jax.random.PRNGKey(seed), (num, latent_dim))
   convert = input_pipeline.to_uint8 if as_uint8 else np.asarray
-  return np.concatenate([convert(sampler(state, z[i:i + batch]))
-                         for i in range(0, num, batch)])
+  chunks, bad = [], 0
+  for i in range(0, num, batch):
+    images = np.asarray(sampler(state, z[i:i + batch]))
+    bad += report.count_non_finite(images)   # before uint8 hides NaN
+    if not bad:
+      chunks.append(convert(images))
+  if bad:
+    raise report.NonFiniteSamplesError(bad, num)
+  return np.concatenate(chunks)
 
 
 # --- interruption -------------------------------------------------------------------

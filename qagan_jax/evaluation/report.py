@@ -66,6 +66,22 @@ def reference_images(data_config, split: str, count: int) -> np.ndarray:
 class NonFiniteSamplesError(ValueError):
   """Samples with NaN or inf: a diverged generator, not a measurement."""
 
+  def __init__(self, bad: int, total: int):
+    super().__init__(
+        f'{bad} of {total} samples hold NaN or inf values: the generator has '
+        'diverged and its metrics would mean nothing. Evaluate an earlier '
+        'checkpoint (--checkpoint_step), or lower train.learning_rate or the '
+        'penalty weights and retrain.')
+
+
+def count_non_finite(samples) -> int:
+  """How many images of `samples` `[N, ...]` hold a NaN or an inf."""
+  samples = np.asarray(samples)
+  if not np.issubdtype(samples.dtype, np.floating):
+    return 0
+  return int(np.sum(~np.all(np.isfinite(samples.reshape(len(samples), -1)),
+                            axis=1)))
+
 
 class Evaluator:
   """`evaluator(samples)` -> {metric name: value} for samples in [-1, 1].
@@ -179,15 +195,9 @@ class Evaluator:
   def __call__(self, samples) -> dict[str, float]:
     """Samples `[N, R, R, 3]`: float in [-1, 1] or uint8 (as saved)."""
     samples = np.asarray(samples)
-    if samples.dtype != np.uint8:
-      bad = int(np.sum(~np.all(np.isfinite(samples.reshape(len(samples), -1)),
-                               axis=1)))
-      if bad:
-        raise NonFiniteSamplesError(
-            f'{bad} of {len(samples)} samples hold NaN or inf values: the '
-            'generator has diverged and its metrics would mean nothing. '
-            'Evaluate an earlier checkpoint (--checkpoint_step), or lower '
-            'train.learning_rate or the penalty weights and retrain.')
+    bad = count_non_finite(samples)
+    if bad:
+      raise NonFiniteSamplesError(bad, len(samples))
     uint8 = (samples if samples.dtype == np.uint8
              else input_pipeline.to_uint8(samples))
     results = {}

@@ -15,8 +15,9 @@ off for convolutions on CPUs; `jit` is `jax.jit` with those options for the
 default backend. Programs that run once, such as parameter initialisation,
 ask for `quick=True`: on CPUs LLVM then optimises at level 0, which compiles
 the initialisation of the demo's networks in 2.0 s instead of 6.4 s with
-bit-identical results (its threefry random bits dominate the compile). Accelerators get no options, so their programs are exactly
-what `jax.jit` makes. A jaxlib that does not know the option (older or newer
+bit-identical results (its threefry random bits dominate the compile).
+Accelerators get no options, so their programs are exactly what `jax.jit`
+makes. A jaxlib that does not know the option (older or newer
 than the ones tested) gets none: correct, only slower on CPUs.
 """
 
@@ -38,7 +39,8 @@ _QUICK_CPU_OPTIONS = {'xla_backend_optimization_level': 0}
 
 @functools.cache
 def _cpu_options_supported() -> bool:
-  """Whether this jaxlib's CPU compiler accepts `_CPU_OPTIONS`."""
+  """Whether this jaxlib's CPU compiler accepts `_CPU_OPTIONS` and
+  `_QUICK_CPU_OPTIONS` (probed together: one tiny compilation)."""
   try:
     x = jax.device_put(jnp.zeros((), jnp.float32), jax.devices('cpu')[0])
     jax.jit(lambda x: x + 1).lower(x).compile(

@@ -35,9 +35,11 @@ def non_finite_leaves(tree) -> list[str]:
               if jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating)]
   if not floating:
     return []
-  finite = jax.device_get(jax.jit(lambda leaves: [
+  finite = jax.jit(lambda leaves: [
       jnp.all(jnp.isfinite(leaf)) for leaf in leaves])(
-          [leaf for _, leaf in floating]))
+          [leaf for _, leaf in floating])
+  # replicated results; in a multi-process run, read the local copy
+  finite = [bool(f.addressable_data(0)) for f in finite]
   return [jax.tree_util.keystr(path)
           for (path, _), ok in zip(floating, finite) if not ok]
 
@@ -56,17 +58,22 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
 
-  def save(self, step: int, state, data_iterator) -> None:
-    """Saves a checkpoint (in the background); refuses non-finite states."""
+  def save(self, step: int, state, data_iterator=None) -> None:
+    """Saves a checkpoint (in the background); refuses non-finite states.
+
+    `data_iterator`: the host input's position (anything with grain's
+    `get_state()`), or None when the data need none (device placement:
+    the step number determines the batches)."""
     bad = non_finite_leaves(state)
     if bad:
       raise NonFiniteStateError(
           f'the train state holds NaN or inf at step {step} (in '
           f'{", ".join(bad[:4])}{" ..." if len(bad) > 4 else ""}); it was not '
           'saved, and earlier checkpoints are intact.')
-    self.manager.save(step, force=True, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=grain.checkpoint.CheckpointSave(data_iterator)))
+    items = {'state': ocp.args.StandardSave(state)}
+    if data_iterator is not None:
+      items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
+    self.manager.save(step, force=True, args=ocp.args.Composite(**items))
 
   def restore(self, abstract_state, data_iterator=None,
               step: int | None = None):
@@ -85,11 +92,18 @@ class Checkpointer:
       raise FileNotFoundError(
           f'no checkpoint of step {step} in {self.directory}; there are '
           f'{self.all_steps() or "none"}.')
-    items = {'state': ocp.args.StandardRestore(abstract_state)}
-    if data_iterator is not None:
-      items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
     damaged = []
     for candidate in steps:
+      items = {'state': ocp.args.StandardRestore(abstract_state)}
+      if data_iterator is not None:
+        if os.path.isdir(os.path.join(self.directory, str(candidate), 'data')):
+          items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
+        else:
+          log.warning(
+              'The checkpoint of step %d holds no input position (it was '
+              'written with the data on the devices); the host input starts '
+              'a fresh pass, so the batches differ from an uninterrupted '
+              'run.', candidate)
       try:
         restored = self.manager.restore(candidate,
                                         args=ocp.args.Composite(**items))

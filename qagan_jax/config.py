@@ -15,6 +15,7 @@ import os
 
 import ml_collections
 
+from qagan_jax import device_data
 from qagan_jax import input_pipeline
 from qagan_jax import losses
 from qagan_jax import models
@@ -42,7 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
       checkpoint_every=1000,   # iterations between checkpoints
       keep_checkpoints=3,      # most recent checkpoints kept
       sample_every=1000,       # iterations between sample grids
-      sample_grid=64,          # fixed latents in each grid (a square)
+      sample_grid=64,          # fixed latents in each grid (a square; 0: none)
       standing_stats_samples=1024,  # latents for the EMA generator's BN
       eval_every=5000,         # iterations between offline evaluations
       eval_samples=1000,       # samples per evaluation during training
@@ -52,7 +53,7 @@ def base_config() -> ml_collections.ConfigDict:
       # --mode=evaluate; fid, kid and is need the converted Inception
       # weights (qagan_jax.evaluation.inception says how to get them)
       metrics=('fid', 'is', 'kid', 'swd', 'niqe', 'diversity'),
-      # every run.eval_every iterations on run.eval_samples samples
+      # every run.eval_every iterations on run.eval_samples samples (): none
       train_metrics=('swd', 'niqe', 'diversity'),
       num_samples=50_000,      # --mode=evaluate, as the paper
       reference_split='train',  # FID against training images, as the paper
@@ -191,9 +192,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for name in ('batch_size', 'generator_batch_size', 'n_critic', 'num_iters'):
     _positive_int(errors, f'train.{name}', train_cfg[name])
   for name in ('log_every', 'checkpoint_every', 'keep_checkpoints',
-               'sample_every', 'sample_grid', 'standing_stats_samples',
-               'eval_every', 'eval_samples'):
+               'sample_every', 'standing_stats_samples', 'eval_every',
+               'eval_samples'):
     _positive_int(errors, f'run.{name}', run_cfg[name])
+  _positive_int(errors, 'run.sample_grid', run_cfg.sample_grid, minimum=0)
   for name in ('gp_weight', 'quality_weight', 'drift_weight'):
     _number(errors, f'loss.{name}', loss[name])
   _number(errors, 'train.learning_rate', train_cfg.learning_rate, low_open=True)
@@ -202,7 +204,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _number(errors, 'train.adam_eps', train_cfg.adam_eps, low_open=True)
   _number(errors, 'train.ema_decay', train_cfg.ema_decay, high=1.0)
   _positive_int(errors, 'eval.prdc_k', config.eval.prdc_k)
-  _positive_int(errors, 'data.worker_count', data.worker_count, minimum=0)
+  _positive_int(errors, 'data.worker_count', data.worker_count, minimum=-1)
+  _choice(errors, 'data.placement', data.placement, device_data.PLACEMENTS)
+  _number(errors, 'data.device_budget', data.device_budget, high=1.0,
+          low_open=True, high_open=False)
   _positive_int(errors, 'data.read_threads', data.read_threads, minimum=0)
   evaluation = config.eval
   errors += report.check_metrics(evaluation.metrics, 'eval.metrics')
@@ -226,8 +231,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if isinstance(count, int) and count < minimum:
       errors.append(f'{count_field} must be at least {minimum} for the '
                     f'metrics of {metrics_field}, got {count}')
-  if not math.isqrt(run_cfg.sample_grid) ** 2 == run_cfg.sample_grid:
-    errors.append(f'run.sample_grid must be a square number, got '
+  if isinstance(run_cfg.sample_grid, int) and run_cfg.sample_grid >= 0 and (
+      math.isqrt(run_cfg.sample_grid) ** 2 != run_cfg.sample_grid):
+    errors.append(f'run.sample_grid must be a square number (0: no grids), got '
                   f'{run_cfg.sample_grid}')
   if not errors:
     expected = input_pipeline.resolution(data)

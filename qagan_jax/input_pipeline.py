@@ -23,8 +23,11 @@ Preprocessing, as the QAGAN authors did (DESIGN.md section 2):
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
+import queue
+import threading
 from typing import Any, Iterator
 
 from absl import flags
@@ -56,11 +59,20 @@ def default_config() -> ml_collections.ConfigDict:
       celeba_flip=True,
       patch_size=32,               # natural_patches crop side
       patches_per_epoch=65536,     # natural_patches records per epoch
-      worker_count=0,              # grain worker processes (0: in process)
+      # grain worker processes for the host placement; 0 reads in the
+      # training process, -1 picks from the platform and CPU count
+      # (default_worker_count)
+      worker_count=-1,
       # Reader threads per process. 0 is fastest on local data (threads only
       # contend for the GIL, as grain advises; measured 1.5-2x slower with
       # 8); raise it for slow remote storage. Scale with worker_count.
       read_threads=0,
+      # 'device': the preprocessed dataset lives on the accelerators as uint8
+      # and the step draws its batches (qagan_jax.device_data); 'host': grain
+      # reads them; 'auto': 'device' when the dataset's share of each device
+      # fits within device_budget of its memory.
+      placement='auto',
+      device_budget=0.25,
   ))
 
 
@@ -249,6 +261,23 @@ def celeba_crop(image: np.ndarray) -> np.ndarray:
   return image[top:top + CELEBA_CROP, left:left + CELEBA_CROP]
 
 
+def fit_geometry(image: np.ndarray, dataset: str, size: int) -> np.ndarray:
+  """A record's uint8 image with the dataset's geometry, `[size, size, 3]`
+  uint8: CelebA's crop and resize, STL-10's resize; no random flip."""
+  image = np.asarray(image)
+  if dataset == 'celeb_a':
+    return resize_bicubic(celeba_crop(image), size)
+  if image.shape[0] != size:
+    return resize_bicubic(image, size)
+  return image
+
+
+def random_flip(data_config) -> bool:
+  """Whether the dataset's augmentation flips half the images horizontally."""
+  return {'celeb_a': data_config.celeba_flip,
+          'natural_patches': True}.get(data_config.dataset, False)
+
+
 @dataclasses.dataclass(frozen=True)
 class Preprocess(grain.transforms.RandomMap):
   """Record -> float32 image in [-1, 1], with the dataset's geometry."""
@@ -257,21 +286,37 @@ class Preprocess(grain.transforms.RandomMap):
   flip: bool
 
   def random_map(self, element, rng: np.random.Generator):
-    image = np.asarray(element['image'])
-    if self.dataset == 'celeb_a':
-      image = resize_bicubic(celeba_crop(image), self.size)
-    elif image.shape[0] != self.size:
-      image = resize_bicubic(image, self.size)
+    image = fit_geometry(element['image'], self.dataset, self.size)
     if self.flip and rng.random() < 0.5:
       image = image[:, ::-1]
     return to_unit_range(image)
 
 
 def _preprocess(data_config) -> Preprocess:
-  name = data_config.dataset
-  flip = {'celeb_a': data_config.celeba_flip,
-          'natural_patches': True}.get(name, False)
-  return Preprocess(name, resolution(data_config), flip)
+  return Preprocess(data_config.dataset, resolution(data_config),
+                    random_flip(data_config))
+
+
+def load_images(data_config, start: int, stop: int, *, source=None,
+                threads: int | None = None) -> np.ndarray:
+  """Records `start:stop` of the training source with the dataset's
+  geometry and no flip, `[stop - start, R, R, 3]` uint8, read by `threads`
+  threads (default: one per CPU; decoding and resizing release the GIL)."""
+  source = data_source(data_config, 'train') if source is None else source
+  size = resolution(data_config)
+  out = np.empty((max(stop - start, 0), size, size, 3), np.uint8)
+  if not len(out):
+    return out
+
+  def fill(chunk_start):
+    for i in range(chunk_start, min(chunk_start + 256, stop)):
+      out[i - start] = fit_geometry(source[i]['image'], data_config.dataset,
+                                    size)
+
+  threads = threads or min(32, os.cpu_count() or 1)
+  with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+    list(pool.map(fill, range(start, stop, 256)))   # re-raises errors
+  return out
 
 
 # --- the loader ---------------------------------------------------------------------
@@ -325,7 +370,10 @@ def create_loader(data_config, global_batch_size: int, *, seed: int,
   if len(source) // process_count < batch:
     raise ValueError(f'{data_config.dataset} has {len(source)} records, '
                      f'fewer than one batch of {batch} per process.')
-  if data_config.worker_count and not flags.FLAGS.is_parsed():
+  workers = data_config.worker_count
+  if workers < 0:
+    workers = default_worker_count(jax.devices()[0].platform)
+  if workers and not flags.FLAGS.is_parsed():
     # grain's worker processes read absl flags; outside an absl app (tests,
     # notebooks) mark them parsed so the defaults apply.
     flags.FLAGS.mark_as_parsed()
@@ -336,7 +384,7 @@ def create_loader(data_config, global_batch_size: int, *, seed: int,
       data_source=source, sampler=sampler,
       operations=[_preprocess(data_config),
                   grain.transforms.Batch(batch, drop_remainder=True)],
-      worker_count=data_config.worker_count,
+      worker_count=workers,
       read_options=grain.ReadOptions(num_threads=data_config.read_threads,
                                      prefetch_buffer_size=max(2 * batch, 16)))
 
@@ -376,3 +424,93 @@ def iter_split_images(data_config, split: str, count: int, *, seed: int = 1,
 def batches(loader: grain.DataLoader) -> Iterator[Any]:
   """The loader's iterator (endless); it has get_state() / set_state()."""
   return iter(loader)
+
+
+# --- feeding the devices ------------------------------------------------------------
+
+
+def default_worker_count(platform: str, cpu_count: int | None = None) -> int:
+  """grain worker processes for `data.worker_count = -1`: none when the
+  step itself runs on the CPUs (workers would take its cores); else half the
+  CPUs, at most 16, so that reading keeps up with an accelerator (one
+  process reads ~2,000-5,000 images/s; a GPU step eats 10,000-20,000)."""
+  if platform == 'cpu':
+    return 0
+  return max(1, min(16, (cpu_count or os.cpu_count() or 2) // 2))
+
+
+class _Position:
+  """A grain iterator's saved state, as grain's checkpoint handler reads it."""
+
+  def __init__(self, state: bytes):
+    self._state = state
+
+  def get_state(self) -> bytes:
+    return self._state
+
+
+class Prefetcher:
+  """The step's host batches, prepared ahead in a thread.
+
+  Each item is `n_critic` batches of `iterator`, stacked and put on the
+  devices as one `global_shape` array with `sharding` (this process's part of
+  the global batch), so that reading, preprocessing and the host-to-device
+  copy of the next step overlap the running one. `position()` is the
+  iterator's state just after the batches handed out so far (not the ones
+  read ahead): what a checkpoint must hold to resume exactly.
+
+  Args:
+    iterator: a grain DataLoader iterator (positioned: restore it first).
+    n_critic: batches per item.
+    sharding: the sharding of an item (`train.batch_sharding`).
+    global_shape: `[n_critic, global_batch, R, R, 3]`.
+    depth: items read ahead.
+  """
+
+  def __init__(self, iterator, n_critic: int, sharding, global_shape,
+               depth: int = 2):
+    self._iterator = iterator
+    self._position = _Position(iterator.get_state())
+    self._queue = queue.Queue(maxsize=depth)
+    self._stop = threading.Event()
+    self._thread = threading.Thread(
+        target=self._fill, args=(n_critic, sharding, tuple(global_shape)),
+        name='qagan-prefetch', daemon=True)
+    self._thread.start()
+
+  def _fill(self, n_critic, sharding, global_shape):
+    try:
+      while not self._stop.is_set():
+        local = np.stack([next(self._iterator) for _ in range(n_critic)])
+        batch = jax.make_array_from_process_local_data(sharding, local,
+                                                       global_shape)
+        self._put((batch, self._iterator.get_state()))
+    except Exception as error:  # pylint: disable=broad-except
+      self._put(error)          # raised in the consumer
+
+  def _put(self, item):
+    while not self._stop.is_set():
+      try:
+        self._queue.put(item, timeout=0.1)
+        return
+      except queue.Full:
+        continue
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> jax.Array:
+    item = self._queue.get()
+    if isinstance(item, Exception):
+      raise item
+    batch, state = item
+    self._position = _Position(state)
+    return batch
+
+  def position(self) -> _Position:
+    """The iterator state after the batches returned so far."""
+    return self._position
+
+  def close(self) -> None:
+    self._stop.set()
+    self._thread.join(timeout=10)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -34,6 +35,7 @@ from jax.sharding import PartitionSpec as P
 
 from qagan_jax import checkpoints
 from qagan_jax import compilation
+from qagan_jax import device_data
 from qagan_jax import input_pipeline
 from qagan_jax import reporting
 from qagan_jax import train
@@ -133,7 +135,7 @@ def generate(sampler, state, num: int, seed: int, latent_dim: int,
   convert = input_pipeline.to_uint8 if as_uint8 else np.asarray
   chunks, bad = [], 0
   for i in range(0, num, batch):
-    images = np.asarray(sampler(state, z[i:i + batch]))
+    images = np.asarray(train.host_value(sampler(state, z[i:i + batch])))
     bad += report.count_non_finite(images)   # before uint8 hides NaN
     if not bad:
       chunks.append(convert(images))
@@ -174,6 +176,10 @@ class _StopRequests:
 # --- the run ---------------------------------------------------------------------------
 
 
+class PeerLostError(RuntimeError):
+  """A collective with the other processes of a multi-process run failed."""
+
+
 @dataclasses.dataclass
 class _Run:
   """Everything a run builds before its first step."""
@@ -181,10 +187,36 @@ class _Run:
   workdir: pathlib.Path
   setup: train.Setup
   mesh: jax.sharding.Mesh
-  iterator: object
   checkpointer: checkpoints.Checkpointer
   state: train.TrainState
   start: int
+  placement: str                  # 'device' or 'host'
+  step_fn: object                 # (state, data) -> (state, metrics)
+  resident: jax.Array | None      # 'device': the dataset on the devices
+  feed: input_pipeline.Prefetcher | None   # 'host': the batches
+
+  def step_input(self):
+    """The step's data argument: the resident dataset, or the next batches."""
+    return self.resident if self.feed is None else next(self.feed)
+
+  def input_shape(self) -> jax.ShapeDtypeStruct:
+    if self.resident is not None:
+      return jax.ShapeDtypeStruct(self.resident.shape, self.resident.dtype,
+                                  sharding=self.resident.sharding)
+    cfg = self.config
+    shape = ((cfg.train.n_critic, cfg.train.batch_size)
+             + (cfg.model.resolution,) * 2 + (3,))
+    return jax.ShapeDtypeStruct(shape, np.float32,
+                                sharding=train.batch_sharding(self.mesh))
+
+  def data_position(self):
+    """What a checkpoint holds of the data: the host iterator's position
+    (None for the device placement: the step number says it all)."""
+    return None if self.feed is None else self.feed.position()
+
+  def close(self):
+    if self.feed is not None:
+      self.feed.close()
 
 
 def _abstract_state(setup, mesh, seed):
@@ -198,16 +230,25 @@ def _abstract_state(setup, mesh, seed):
 
 def _prepare(config, workdir) -> _Run:
   workdir = pathlib.Path(workdir).absolute()
+  cfg = config
   # a missing dataset stops the run before the workdir is made
-  loader = input_pipeline.create_loader(config.data, config.train.batch_size,
-                                        seed=config.seed)
-  check_workdir(config, workdir)
-  setup = train.build(config)
+  source = input_pipeline.data_source(cfg.data, 'train')
   mesh = train.make_mesh()
-  iterator = iter(loader)
+  placement, why = device_data.choose_placement(
+      cfg.data.placement, cfg.data.device_budget, len(source),
+      cfg.model.resolution, mesh)
+  loader = None
+  if placement == 'host':
+    loader = input_pipeline.create_loader(cfg.data, cfg.train.batch_size,
+                                          seed=cfg.seed, source=source)
+  check_workdir(cfg, workdir)
+  setup = train.build(cfg)
+  log.info('Training data on the %s: %s.', placement + 's'
+           if placement == 'device' else placement, why)
+  iterator = None if loader is None else iter(loader)
   checkpointer = checkpoints.Checkpointer(workdir / 'checkpoints',
-                                          config.run.keep_checkpoints)
-  restored = checkpointer.restore(_abstract_state(setup, mesh, config.seed),
+                                          cfg.run.keep_checkpoints)
+  restored = checkpointer.restore(_abstract_state(setup, mesh, cfg.seed),
                                   iterator)
   if restored is not None:
     state, start = restored
@@ -216,59 +257,106 @@ def _prepare(config, workdir) -> _Run:
     sobel_batches = None
     if setup.pristine_source == 'sobel':   # its own stream: the training
       sobel_batches = iter(input_pipeline.create_loader(   # one is untouched
-          config.data, config.train.batch_size, seed=config.seed + 1))
-    pristine = train.initial_pristine(config, setup, sobel_batches)
-    state = train.create_train_state(setup, jax.random.PRNGKey(config.seed),
+          cfg.data, cfg.train.batch_size, seed=cfg.seed + 1, source=source))
+    pristine = train.initial_pristine(cfg, setup, sobel_batches)
+    state = train.create_train_state(setup, jax.random.PRNGKey(cfg.seed),
                                      pristine)
-    state = jax.device_put(state, NamedSharding(mesh, P()))
+    state = train.replicate(state, mesh)
     start = 0
-  return _Run(config, workdir, setup, mesh, iterator, checkpointer, state,
-              start)
+  n_critic, batch = cfg.train.n_critic, cfg.train.batch_size
+  resident = feed = draw = None
+  if placement == 'device':
+    began = time.perf_counter()
+    resident, num_records = device_data.load(cfg.data, mesh, source=source)
+    spec = device_data.DrawSpec(
+        num_records=num_records,
+        per_device=resident.shape[0] // mesh.devices.size,
+        n_critic=n_critic, batch_size=batch,
+        flip=input_pipeline.random_flip(cfg.data), axis_name=train.AXIS)
+    if spec.steps_per_epoch < 1:
+      raise ValueError(
+          f'{cfg.data.dataset} has {num_records} records, fewer than one '
+          f'step draws (train.n_critic x train.batch_size = {spec.per_step}).')
+    draw = functools.partial(device_data.draw, spec=spec)
+    log.info('Loaded %d training images onto the devices in %.1f s.',
+             num_records, time.perf_counter() - began)
+  else:
+    feed = input_pipeline.Prefetcher(
+        iterator, n_critic, train.batch_sharding(mesh),
+        (n_critic, batch) + (cfg.model.resolution,) * 2 + (3,))
+  step_fn = train.make_train_step(
+      setup, mesh, batch_size=batch,
+      generator_batch_size=cfg.train.generator_batch_size, draw=draw)
+  return _Run(cfg, workdir, setup, mesh, checkpointer, state, start,
+              placement, step_fn, resident, feed)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
-                       *, stop_after=None) -> train.TrainState:
+                       *, stop_after=None, on_step=None) -> train.TrainState:
   """Trains (or resumes) the run of `config` in `workdir`; returns the state.
 
   Args:
     config: a full, validated config (qagan_jax.config.validate).
     workdir: where checkpoints, metrics, samples and plots go.
-    stop_after: for tests, a step at which to stop as if interrupted.
+    stop_after: a step at which to stop as if interrupted (saving a
+      checkpoint), e.g. to end a job before its time limit.
+    on_step: called as `on_step(step, state)` after every step's work (for
+      benchmarks).
   """
   run = _prepare(config, workdir)
+  try:
+    return _train(run, stop_after, on_step)
+  except jax.errors.JaxRuntimeError as error:
+    if jax.process_count() == 1:
+      raise
+    raise PeerLostError(
+        f'process {jax.process_index()} of {jax.process_count()}: an '
+        'operation with the other processes failed '
+        f'({str(error).splitlines()[0][:300]}). Another process has most '
+        'likely stopped; this one stops too. Run the same command on every '
+        'host to resume from the newest checkpoint in '
+        f'{run.workdir / "checkpoints"}.') from error
+  finally:
+    run.close()
+
+
+def _train(run: _Run, stop_after, on_step) -> train.TrainState:
   cfg, setup, state = run.config, run.setup, run.state
   total = cfg.train.num_iters
-  step_fn = train.make_train_step(
-      setup, run.mesh, batch_size=cfg.train.batch_size,
-      generator_batch_size=cfg.train.generator_batch_size)
+  step_fn = run.step_fn
   lead = jax.process_index() == 0
   writer = reporting.MetricWriter(run.workdir, run.start, enabled=lead)
-  sampler = make_sampler(setup, cfg.run.standing_stats_samples)
-  grid_z = jax.random.normal(jax.random.PRNGKey(SAMPLE_SEED),
-                             (cfg.run.sample_grid, setup.latent_dim))
   gen_schedule, _ = train.learning_rate_schedules(cfg.train)
-  sharding = train.batch_sharding(run.mesh)
-  n_critic = cfg.train.n_critic
-  batch_shape = (n_critic, cfg.train.batch_size) + (cfg.model.resolution,) * 2 + (3,)
   # Compiling the step takes ~15-50 s on a CPU: a thread compiles it, into
   # jit's cache, while the first sample grid and evaluation run (XLA
   # compiles without the GIL).
   compiling = concurrent.futures.ThreadPoolExecutor(1)
   compiled_step = compiling.submit(lambda initial=state: step_fn.lower(
-      initial, jax.ShapeDtypeStruct(batch_shape, np.float32,
-                                    sharding=sharding)).compile())
+      initial, run.input_shape()).compile())
   compiling.shutdown(wait=False)
-  evaluator = report.Evaluator(cfg, cfg.eval.train_metrics,
-                               cfg.run.eval_samples,
-                               cache_dir=run.workdir / 'reference')
+  grids = cfg.run.sample_grid > 0
+  evaluates = bool(cfg.eval.train_metrics)
+  if grids or evaluates:
+    sampler = make_sampler(setup, cfg.run.standing_stats_samples)
+  if grids:
+    grid_z = jax.random.normal(jax.random.PRNGKey(SAMPLE_SEED),
+                               (cfg.run.sample_grid, setup.latent_dim))
+  if evaluates:
+    evaluator = report.Evaluator(cfg, cfg.eval.train_metrics,
+                                 cfg.run.eval_samples,
+                                 cache_dir=run.workdir / 'reference')
 
   def save_grid(step):
-    grid = reporting.image_grid(np.asarray(sampler(state, grid_z)))
+    if not grids:
+      return
+    grid = reporting.image_grid(train.host_value(sampler(state, grid_z)))
     if lead:
       reporting.save_png(grid, run.workdir / 'samples' / f'step_{step:07d}.png')
       writer.image(step, 'samples', grid)
 
   def evaluate(step):
+    if not evaluates:
+      return
     samples = generate(sampler, state, cfg.run.eval_samples, report.SEED,
                        setup.latent_dim)
     results = evaluator(samples)
@@ -283,14 +371,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
   stopped_by = None
   with _StopRequests() as requests:
     for step in range(run.start, total):
-      local = np.stack([next(run.iterator) for _ in range(n_critic)])
-      batch = jax.make_array_from_process_local_data(sharding, local,
-                                                     batch_shape)
-      state, metrics = step_fn(state, batch)
+      state, metrics = step_fn(state, run.step_input())
       done = step + 1
       progress.update()
       if done % cfg.run.log_every == 0 or done == total:
-        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        values = {k: float(v) for k, v in train.host_value(metrics).items()}
         bad = [k for k, v in values.items() if not math.isfinite(v)]
         if bad:
           raise checkpoints.NonFiniteStateError(
@@ -305,15 +390,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
       if done % cfg.run.eval_every == 0 or done == total:
         evaluate(done)
       if done % cfg.run.checkpoint_every == 0 or done == total:
-        run.checkpointer.save(done, state, run.iterator)
+        run.checkpointer.save(done, state, run.data_position())
         last_saved = done
       stopped_by = requests.signal_name or (
           'stop_after' if stop_after is not None and done >= stop_after
           else None)
+      if stopped_by and last_saved != done:
+        run.checkpointer.save(done, state, run.data_position())
+        last_saved = done
+      if on_step is not None:
+        on_step(done, state)
       if stopped_by:
-        if last_saved != done:
-          run.checkpointer.save(done, state, run.iterator)
-          last_saved = done
         progress.write(f'{stopped_by}: stopped at step {done} with a '
                        f'checkpoint in {run.workdir}; run the same command '
                        'to resume.')

@@ -395,6 +395,23 @@ def train_step(setup: Setup, state: TrainState, real_batches, *,
   return new_state, metrics
 
 
+def host_value(tree):
+  """Host copies of (replicated) arrays, in one process or many: a
+  replicated array of a multi-process mesh is read from a local copy."""
+  return jax.device_get(jax.tree_util.tree_map(
+      lambda x: (x.addressable_data(0) if isinstance(x, jax.Array)
+                 and not x.is_fully_addressable else x), tree))
+
+
+def replicate(tree, mesh):
+  """`tree`'s arrays, equal on every process, replicated over `mesh`."""
+  sharding = NamedSharding(mesh, P())
+  return jax.tree_util.tree_map(
+      lambda x: jax.make_array_from_callback(
+          np.shape(x), sharding, lambda index, x=np.asarray(x): x[index]),
+      tree)
+
+
 def make_mesh(devices=None) -> Mesh:
   """A 1-D mesh with axis 'data' over `devices` (default: all devices)."""
   devices = jax.devices() if devices is None else list(devices)
@@ -407,21 +424,25 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def make_train_step(setup: Setup, mesh: Mesh, *, batch_size: int,
-                    generator_batch_size: int,
+                    generator_batch_size: int, draw=None,
                     compiler_options: dict | None = None):
-  """The jitted, sharded step `(state, real_batches) -> (state, metrics)`.
+  """The jitted, sharded step `(state, data) -> (state, metrics)`.
 
   Args:
     setup: from `build`.
     mesh: a 1-D mesh with axis 'data' (`make_mesh`).
     batch_size: global critic batch size, divisible by the device count.
     generator_batch_size: global generator batch size, likewise.
+    draw: None, and `data` is the step's real batches `[n_critic,
+      batch_size, H, W, 3]` split along the batch axis (`batch_sharding`);
+      or a per-device `(data, rng, step) -> [n_critic, batch_size / devices,
+      H, W, 3]` that draws them from `data`, a dataset resident on the
+      devices and split along its first axis (`device_data.draw`).
 
-  The state is replicated; `real_batches` (`[n_critic, batch_size, H, W,
-  3]`) is split along its batch axis (`batch_sharding`). The input state's
-  buffers are donated. Compiled with `compiler_options`, by default
-  `compilation.compiler_options` for the mesh's platform (on CPUs: XLA's own
-  convolutions, not YNNPACK's, whose kernel gradients are ~10x slower).
+  The state is replicated, and its buffers are donated. Compiled with
+  `compiler_options`, by default `compilation.compiler_options` for the
+  mesh's platform (on CPUs: XLA's own convolutions, not YNNPACK's, whose
+  kernel gradients are ~10x slower).
   """
   devices = mesh.devices.size
   for name, size in (('batch_size', batch_size),
@@ -430,9 +451,14 @@ def make_train_step(setup: Setup, mesh: Mesh, *, batch_size: int,
       raise ValueError(
           f'train.{name} = {size} is not divisible by the {devices} devices '
           f'of the mesh; use a multiple of {devices}.')
-  per_device = functools.partial(train_step, setup,
-                                 generator_batch=generator_batch_size // devices)
-  mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(None, AXIS)),
+
+  def per_device(state, data):
+    real = data if draw is None else draw(data, state.rng, state.step)
+    return train_step(setup, state, real,
+                      generator_batch=generator_batch_size // devices)
+
+  data_spec = P(None, AXIS) if draw is None else P(AXIS)
+  mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), data_spec),
                          out_specs=(P(), P()), check_vma=False)
   if compiler_options is None:
     compiler_options = compilation.compiler_options(

@@ -103,7 +103,7 @@ def choose_placement(placement: str, budget: float, num_records: int,
   if placement == 'host':
     return 'host', 'data.placement = host'
   need = dataset_bytes(num_records, resolution, mesh.devices.size)
-  memory = device_memory(mesh.devices.flat[0])
+  memory = device_memory(mesh.local_devices[0])
   sizes = (f'{need / 2**20:.0f} MiB a device of {memory / 2**30:.1f} GiB, '
            f'budget {budget:g}')
   if placement == 'device':
@@ -244,5 +244,7 @@ def draw(images: jax.Array, rng: jax.Array, step: jax.Array,
   mine_only = (words.astype(jnp.uint8) if packed.shape[-1] % 4 else
                jax.lax.bitcast_convert_type(words, jnp.uint8))
   mine_only = mine_only.reshape(spec.n_critic, -1, side, side, 3)
-  # as input_pipeline.to_unit_range, in float32
-  return mine_only.astype(jnp.float32) * (2.0 / 255.0) - 1.0
+  # as input_pipeline.to_unit_range; clipped, as XLA's fused multiply-add
+  # takes 255 to 1 + 1 ulp
+  return jnp.clip(mine_only.astype(jnp.float32) * (2.0 / 255.0) - 1.0, -1.0,
+                  1.0)

@@ -42,11 +42,18 @@ _NUM_SAMPLES = flags.DEFINE_integer(
     'mode, default eval.num_samples (50,000, as the paper).')
 _STEP = flags.DEFINE_integer('checkpoint_step', None,
                              'Checkpoint to use (default: the newest).')
+_STOP_AFTER = flags.DEFINE_integer(
+    'stop_after', None, 'Train mode: stop after this step with a checkpoint, '
+    'as if interrupted (e.g. before a job\'s time limit); the same command '
+    'without it resumes.')
 _DISTRIBUTED = flags.DEFINE_enum(
     'distributed', 'auto', ['auto', 'on', 'off'],
     "Call jax.distributed.initialize(): 'auto' when the environment describes "
     'a multi-host job (Cloud TPU pod slice, SLURM, Open MPI, or '
     'JAX_COORDINATOR_ADDRESS).')
+_HEARTBEAT = flags.DEFINE_integer(
+    'heartbeat_timeout', 100, 'Multi-process runs: seconds without news '
+    'from a process after which the others treat it as dead and stop.')
 
 log = logging.getLogger('qagan_jax')
 
@@ -133,7 +140,7 @@ def _workdir_problem(workdir: pathlib.Path) -> str | None:
   return None
 
 
-def _maybe_initialize_distributed(mode: str) -> None:
+def _maybe_initialize_distributed(mode: str, heartbeat_timeout: int) -> None:
   import jax  # pylint: disable=g-import-not-at-top
   env = os.environ
   multi_host = (
@@ -150,8 +157,13 @@ def _maybe_initialize_distributed(mode: str) -> None:
       explicit['num_processes'] = int(env['JAX_NUM_PROCESSES'])
     if 'JAX_PROCESS_ID' in env:
       explicit['process_id'] = int(env['JAX_PROCESS_ID'])
+    if 'JAX_CPU_COLLECTIVES_IMPLEMENTATION' not in env:
+      # collectives between the CPU devices of processes (no effect on
+      # accelerators, which have their own)
+      jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     try:
-      jax.distributed.initialize(**explicit)
+      jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat_timeout,
+                                 **explicit)
     except (ValueError, RuntimeError) as error:
       sys.exit(f'qagan_jax: jax.distributed.initialize() failed: {error}\n'
                'A multi-host run needs its cluster environment (Cloud TPU, '
@@ -191,19 +203,22 @@ def main(argv):
   problem = _workdir_problem(pathlib.Path(workdir).absolute())
   if problem:
     sys.exit(f'qagan_jax: {problem}')
-  _maybe_initialize_distributed(_DISTRIBUTED.value)
+  _maybe_initialize_distributed(_DISTRIBUTED.value, _HEARTBEAT.value)
   from qagan_jax import checkpoints  # pylint: disable=g-import-not-at-top
   from qagan_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   from qagan_jax import loop  # pylint: disable=g-import-not-at-top
+  from qagan_jax import train  # pylint: disable=g-import-not-at-top
   from qagan_jax.evaluation import report  # pylint: disable=g-import-not-at-top
   try:
     if _MODE.value == 'train':
       log.info('Training %s in %s.', config.loss.method, workdir)
-      state = loop.train_and_evaluate(config, workdir)
-      if int(state.step) >= config.train.num_iters:
+      state = loop.train_and_evaluate(config, workdir,
+                                      stop_after=_STOP_AFTER.value)
+      done = int(train.host_value(state.step))
+      if done >= config.train.num_iters:
         log.info('Done: %d iterations. Sample grids in %s/samples, losses '
                  'and metrics in %s/loss_curves.png and metrics.jsonl.',
-                 int(state.step), workdir, workdir)
+                 done, workdir, workdir)
     elif _MODE.value == 'sample':
       path = loop.sample(config, workdir, _NUM_SAMPLES.value or 64,
                          _STEP.value)
@@ -214,6 +229,12 @@ def main(argv):
       if path.exists():     # written by process 0
         print(path.read_text(), end='')
         print(f'wrote {path}')
+  except loop.PeerLostError as error:
+    print(f'qagan_jax: {error}', file=sys.stderr, flush=True)
+    logging.shutdown()
+    # at once: jax.distributed's orderly shutdown would wait for the lost
+    # process until its heartbeat times out, then abort
+    os._exit(1)  # pylint: disable=protected-access
   except (input_pipeline.DatasetNotPreparedError, loop.WorkdirMismatchError,
           checkpoints.NonFiniteStateError, report.NonFiniteSamplesError,
           OSError) as error:

@@ -48,6 +48,35 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, tiny_
   assert all(np.isfinite(v) for r in records for v in r.values())
 
 
+def test_host_placement_resumes_exactly_from_the_prefetched_position(
+    tmp_path, tiny_run_config, caplog):
+  """The host pipeline reads ahead; a checkpoint holds the position of the
+  batches used, not of those read ahead. (The test above runs with the data
+  on the devices, the default on this machine.)"""
+  config = tiny_run_config(sample_grid=0)
+  config.eval.train_metrics = ()
+  config.data.placement = 'host'
+  with caplog.at_level(logging.INFO):
+    straight = loop.train_and_evaluate(config, tmp_path / 'straight')
+  assert 'Training data on the host' in caplog.text
+  loop.train_and_evaluate(config, tmp_path / 'resumed', stop_after=3)
+  resumed = loop.train_and_evaluate(config, tmp_path / 'resumed')
+  for a, b in zip(leaves(straight), leaves(resumed)):
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
+  assert not (tmp_path / 'straight' / 'samples').exists()
+  records = [json.loads(line) for line in
+             (tmp_path / 'straight' / 'metrics.jsonl').read_text().splitlines()]
+  assert not any(k.startswith('eval/') for r in records for k in r)
+  # a checkpoint of the device placement (no input position) resumes on the
+  # host with a warning
+  config.data.placement = 'device'
+  loop.train_and_evaluate(config, tmp_path / 'switched', stop_after=3)
+  config.data.placement = 'host'
+  with caplog.at_level(logging.WARNING):
+    state = loop.train_and_evaluate(config, tmp_path / 'switched')
+  assert 'holds no input position' in caplog.text and int(state.step) == 6
+
+
 def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, caplog, tiny_run_config):
   config = tiny_run_config(num_iters=4)
   config.train.num_iters = 4

@@ -1,0 +1,153 @@
+"""Multi-process training on this machine: two processes of one CPU device each, joined by jax.distributed.
+
+The processes talk over loopback only (the coordinator at 127.0.0.1, CPU
+collectives by gloo). One test, to pay for the processes' start-up and
+compilation once: a run interrupted and resumed by both processes ends its
+step 4 with the state of a single-process run of the same config (the data
+live on the devices, so the batches do not depend on the process count);
+checkpoints and metrics are written once; a process that dies makes the
+other stop with a clear message, not hang.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from qagan_jax import config as config_lib
+from qagan_jax import loop
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+PROCESSES = 2
+# The tiny run of both sides; the data on the devices (natural_patches).
+# A larger Adam eps keeps rounding-level gradient differences (a pmean over
+# two devices against one batch) at rounding level, as in the 4-device test.
+OVERRIDES = {
+    'model.width': 4, 'train.batch_size': 8, 'train.generator_batch_size': 8,
+    'train.n_critic': 1, 'train.num_iters': 100_000, 'train.adam_eps': 1e-3,
+    'loss.method': 'wgangp', 'data.patches_per_epoch': 1024,
+    'data.placement': 'device', 'run.log_every': 1,
+    'run.checkpoint_every': 4, 'run.keep_checkpoints': 1000,
+    'run.sample_every': 100_000, 'run.sample_grid': 4,
+    'run.standing_stats_samples': 16, 'eval.train_metrics': (),
+    'run.eval_every': 100_000,
+    'run.progress_bar': False,
+}
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def launch(workdir, *extra, overrides=None):
+  """Starts the processes of one multi-process run; returns them."""
+  port = free_port()
+  settings = dict(OVERRIDES, **(overrides or {}))
+  args = [f'--config.{k}={v}' for k, v in settings.items()]
+  processes = []
+  for index in range(PROCESSES):
+    env = dict(os.environ, JAX_PLATFORMS='cpu',
+               JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
+               JAX_NUM_PROCESSES=str(PROCESSES), JAX_PROCESS_ID=str(index))
+    env.pop('XLA_FLAGS', None)       # one CPU device per process
+    # output to files: a full pipe would block a process, and with it the
+    # others at their next collective
+    log = workdir.parent / f'{workdir.name}-{port}-{index}.log'
+    with open(log, 'w') as out:
+      process = subprocess.Popen(
+          [sys.executable, '-m', 'qagan_jax.main', '--config=configs/demo.py',
+           f'--workdir={workdir}', '--distributed=on',
+           '--heartbeat_timeout=10', *args, *extra],
+          cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    process.log = log
+    processes.append(process)
+  return processes
+
+
+def output(process) -> str:
+  return process.log.read_text()
+
+
+def finish(processes, timeout=120):
+  for process in processes:
+    try:
+      process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      for p in processes:
+        p.kill()
+      pytest.fail('a process of the multi-process run hung')
+  for process in processes:
+    assert process.returncode == 0, output(process)[-3000:]
+
+
+def metric_steps(workdir):
+  return [json.loads(line)['step'] for line in
+          (workdir / 'metrics.jsonl').read_text().splitlines()
+          if 'critic_loss' in line]
+
+
+def single_process_config():
+  config = config_lib.demo_config()
+  for path, value in OVERRIDES.items():
+    section, name = path.split('.')
+    config[section][name] = value
+  config_lib.validate(config)
+  return config
+
+
+def test_two_processes_resume_equal_one_process_and_stop_when_one_dies(
+    tmp_path):
+  workdir = tmp_path / 'two'
+  # interrupted after step 2 by every process ...
+  finish(launch(workdir, '--stop_after=2'))
+  assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()) == ['2']
+  assert metric_steps(workdir) == [1, 2]          # written once, by process 0
+  assert sorted(p.name for p in (workdir / 'samples').iterdir()) == [
+      'step_0000000.png']
+  # ... then resumed by every one; meanwhile (the processes compile) the
+  # same run in this process, to step 4
+  processes = launch(workdir)
+  try:
+    config = single_process_config()
+    assert jax.process_count() == 1 and jax.device_count() == 1
+    single = loop.train_and_evaluate(config, tmp_path / 'one', stop_after=4)
+    deadline = time.monotonic() + 120
+    while not (workdir / 'checkpoints' / '4').is_dir():
+      assert time.monotonic() < deadline, 'the resumed run never got to step 4'
+      assert all(p.poll() is None for p in processes), [
+          output(p)[-3000:] for p in processes]
+      time.sleep(0.05)
+    # a process dies mid-training: the other stops, with a message
+    processes[1].send_signal(signal.SIGKILL)
+    start = time.monotonic()
+    processes[0].wait(timeout=60)
+    waited = time.monotonic() - start
+  finally:
+    for p in processes:
+      if p.poll() is None:
+        p.kill()
+  assert processes[0].returncode != 0 and waited < 30
+  text = output(processes[0])
+  assert 'Resuming from the checkpoint of step 2' in text
+  # ours when the loss shows in a collective (nearly always); jax's own when
+  # it shows in a checkpoint's barrier, after the heartbeat timeout
+  assert ('Another process has most likely stopped; this one stops too. '
+          'Run the same command on every host to resume' in text
+          or 'another task died' in text), text[-3000:]
+  _, resumed, step = loop.restore_state(config, workdir, step=4)
+  assert step == 4 and metric_steps(workdir)[:4] == [1, 2, 3, 4]
+  flat_single = jax.tree_util.tree_flatten_with_path(jax.device_get(single))[0]
+  flat_two = jax.tree_util.tree_leaves(jax.device_get(resumed))
+  for (path, a), b in zip(flat_single, flat_two):
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-5,
+                               err_msg=jax.tree_util.keystr(path))

@@ -38,6 +38,7 @@ import jax
 import numpy as np
 
 from qagan_jax import config as config_lib
+from qagan_jax import input_pipeline
 from qagan_jax import loop
 
 SHAPES = {'cifar10': (32, 32), 'stl10': (96, 96), 'celeb_a': (218, 178)}
@@ -167,7 +168,10 @@ def measure(config, placement: str, iters: int, warmup: int, window: int,
           'n_critic': config.train.n_critic, 'width': config.model.width,
           'loop_seconds': round(total, 1),
           'device': jax.devices()[0].device_kind,
-          'worker_count': config.data.worker_count}
+          'worker_count': (config.data.worker_count
+                           if config.data.worker_count >= 0 else
+                           input_pipeline.default_worker_count(
+                               jax.devices()[0].platform))}
 
 
 def main():

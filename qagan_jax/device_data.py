@@ -61,6 +61,19 @@ class DrawSpec:
   flip: bool
   axis_name: str = 'data'
 
+  def __post_init__(self):
+    if self.num_records < self.per_step:
+      raise ValueError(
+          f'the dataset has {self.num_records} records, fewer than one step '
+          f'draws (train.n_critic x train.batch_size = {self.per_step}).')
+
+  @classmethod
+  def for_mesh(cls, num_records: int, mesh: Mesh, **settings) -> 'DrawSpec':
+    """The spec of `num_records` split over `mesh`'s devices."""
+    return cls(num_records=num_records,
+               per_device=math.ceil(num_records / mesh.devices.size),
+               axis_name=mesh.axis_names[0], **settings)
+
   @property
   def per_step(self) -> int:
     return self.n_critic * self.batch_size
@@ -118,34 +131,32 @@ def choose_placement(placement: str, budget: float, num_records: int,
   return 'host', f'does not fit ({sizes})'
 
 
-def load(data_config, mesh: Mesh, *, source=None) -> tuple[jax.Array, int]:
-  """The training records on the devices, and N, the number of records.
+def load(data_config, mesh: Mesh, spec: DrawSpec, *, source=None) -> jax.Array:
+  """The training records on the devices, as `spec` splits them.
 
-  Returns a `[devices * per_device, R, R, 3]` uint8 array split along the
-  mesh axis (zero padding at the end); each process reads only the records
-  of its own devices (`input_pipeline.load_images`).
+  Returns a `[devices * spec.per_device, R, R, 3]` uint8 array split along
+  the mesh axis (zero padding after the `spec.num_records` records); each
+  process reads only the records of its own devices
+  (`input_pipeline.load_images`).
   """
   source = (input_pipeline.data_source(data_config, 'train')
             if source is None else source)
-  num_records = len(source)
-  devices = mesh.devices.size
-  per_device = math.ceil(num_records / devices)
   size = input_pipeline.resolution(data_config)
-  shape = (devices * per_device, size, size, 3)
+  shape = (mesh.devices.size * spec.per_device, size, size, 3)
 
   def shard(index):
     rows = index[0]
     start, stop = rows.start or 0, rows.stop if rows.stop is not None else (
         shape[0])
     images = np.zeros((stop - start, size, size, 3), np.uint8)
-    last = min(stop, num_records)
+    last = min(stop, spec.num_records)
     if last > start:
       images[:last - start] = input_pipeline.load_images(
           data_config, start, last, source=source)
     return images
 
-  sharding = NamedSharding(mesh, P(mesh.axis_names[0]))
-  return jax.make_array_from_callback(shape, sharding, shard), num_records
+  sharding = NamedSharding(mesh, P(spec.axis_name))
+  return jax.make_array_from_callback(shape, sharding, shard)
 
 
 # --- drawing batches inside the step ---------------------------------------------------

@@ -457,7 +457,8 @@ class Prefetcher:
   the global batch), so that reading, preprocessing and the host-to-device
   copy of the next step overlap the running one. `position()` is the
   iterator's state just after the batches handed out so far (not the ones
-  read ahead): what a checkpoint must hold to resume exactly.
+  read ahead): what a checkpoint must hold to resume exactly. `shape` is
+  an item's `jax.ShapeDtypeStruct` (float32, `global_shape`, `sharding`).
 
   Args:
     iterator: a grain DataLoader iterator (positioned: restore it first).
@@ -469,12 +470,14 @@ class Prefetcher:
 
   def __init__(self, iterator, n_critic: int, sharding, global_shape,
                depth: int = 2):
+    self.shape = jax.ShapeDtypeStruct(tuple(global_shape), np.float32,
+                                      sharding=sharding)
     self._iterator = iterator
     self._position = _Position(iterator.get_state())
     self._queue = queue.Queue(maxsize=depth)
     self._stop = threading.Event()
     self._thread = threading.Thread(
-        target=self._fill, args=(n_critic, sharding, tuple(global_shape)),
+        target=self._fill, args=(n_critic, sharding, self.shape.shape),
         name='qagan-prefetch', daemon=True)
     self._thread.start()
 

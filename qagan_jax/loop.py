@@ -190,33 +190,37 @@ class _Run:
   checkpointer: checkpoints.Checkpointer
   state: train.TrainState
   start: int
-  placement: str                  # 'device' or 'host'
   step_fn: object                 # (state, data) -> (state, metrics)
   resident: jax.Array | None      # 'device': the dataset on the devices
   feed: input_pipeline.Prefetcher | None   # 'host': the batches
+
+  @property
+  def placement(self) -> str:
+    return 'host' if self.resident is None else 'device'
 
   def step_input(self):
     """The step's data argument: the resident dataset, or the next batches."""
     return self.resident if self.feed is None else next(self.feed)
 
   def input_shape(self) -> jax.ShapeDtypeStruct:
-    if self.resident is not None:
-      return jax.ShapeDtypeStruct(self.resident.shape, self.resident.dtype,
-                                  sharding=self.resident.sharding)
-    cfg = self.config
-    shape = ((cfg.train.n_critic, cfg.train.batch_size)
-             + (cfg.model.resolution,) * 2 + (3,))
-    return jax.ShapeDtypeStruct(shape, np.float32,
-                                sharding=train.batch_sharding(self.mesh))
+    if self.feed is not None:
+      return self.feed.shape
+    return jax.ShapeDtypeStruct(self.resident.shape, self.resident.dtype,
+                                sharding=self.resident.sharding)
 
   def data_position(self):
     """What a checkpoint holds of the data: the host iterator's position
     (None for the device placement: the step number says it all)."""
     return None if self.feed is None else self.feed.position()
 
-  def close(self):
+  def close(self, finish_saves: bool = True):
+    """Stops the input; finishes the checkpoints being written, unless
+    another process is lost (its part of the save would never come)."""
     if self.feed is not None:
       self.feed.close()
+    if finish_saves:
+      self.checkpointer.wait()
+      self.checkpointer.close()
 
 
 def _abstract_state(setup, mesh, seed):
@@ -228,24 +232,30 @@ def _abstract_state(setup, mesh, seed):
       shapes)
 
 
-def _prepare(config, workdir) -> _Run:
+def _prepare(cfg, workdir) -> _Run:
   workdir = pathlib.Path(workdir).absolute()
-  cfg = config
   # a missing dataset stops the run before the workdir is made
   source = input_pipeline.data_source(cfg.data, 'train')
   mesh = train.make_mesh()
   placement, why = device_data.choose_placement(
       cfg.data.placement, cfg.data.device_budget, len(source),
       cfg.model.resolution, mesh)
-  loader = None
-  if placement == 'host':
-    loader = input_pipeline.create_loader(cfg.data, cfg.train.batch_size,
-                                          seed=cfg.seed, source=source)
+  n_critic, batch = cfg.train.n_critic, cfg.train.batch_size
+  # both check the data against the batches before anything is made
+  spec = loader = iterator = None
+  if placement == 'device':
+    spec = device_data.DrawSpec.for_mesh(
+        len(source), mesh, n_critic=n_critic, batch_size=batch,
+        flip=input_pipeline.random_flip(cfg.data))
+  else:
+    loader = input_pipeline.create_loader(cfg.data, batch, seed=cfg.seed,
+                                          source=source)
   check_workdir(cfg, workdir)
   setup = train.build(cfg)
   log.info('Training data on the %s: %s.', placement + 's'
            if placement == 'device' else placement, why)
-  iterator = None if loader is None else iter(loader)
+  if loader is not None:
+    iterator = iter(loader)
   checkpointer = checkpoints.Checkpointer(workdir / 'checkpoints',
                                           cfg.run.keep_checkpoints)
   restored = checkpointer.restore(_abstract_state(setup, mesh, cfg.seed),
@@ -257,29 +267,19 @@ def _prepare(config, workdir) -> _Run:
     sobel_batches = None
     if setup.pristine_source == 'sobel':   # its own stream: the training
       sobel_batches = iter(input_pipeline.create_loader(   # one is untouched
-          cfg.data, cfg.train.batch_size, seed=cfg.seed + 1, source=source))
+          cfg.data, batch, seed=cfg.seed + 1, source=source))
     pristine = train.initial_pristine(cfg, setup, sobel_batches)
     state = train.create_train_state(setup, jax.random.PRNGKey(cfg.seed),
                                      pristine)
     state = train.replicate(state, mesh)
     start = 0
-  n_critic, batch = cfg.train.n_critic, cfg.train.batch_size
   resident = feed = draw = None
-  if placement == 'device':
+  if spec is not None:
     began = time.perf_counter()
-    resident, num_records = device_data.load(cfg.data, mesh, source=source)
-    spec = device_data.DrawSpec(
-        num_records=num_records,
-        per_device=resident.shape[0] // mesh.devices.size,
-        n_critic=n_critic, batch_size=batch,
-        flip=input_pipeline.random_flip(cfg.data), axis_name=train.AXIS)
-    if spec.steps_per_epoch < 1:
-      raise ValueError(
-          f'{cfg.data.dataset} has {num_records} records, fewer than one '
-          f'step draws (train.n_critic x train.batch_size = {spec.per_step}).')
+    resident = device_data.load(cfg.data, mesh, spec, source=source)
     draw = functools.partial(device_data.draw, spec=spec)
     log.info('Loaded %d training images onto the devices in %.1f s.',
-             num_records, time.perf_counter() - began)
+             spec.num_records, time.perf_counter() - began)
   else:
     feed = input_pipeline.Prefetcher(
         iterator, n_critic, train.batch_sharding(mesh),
@@ -288,7 +288,7 @@ def _prepare(config, workdir) -> _Run:
       setup, mesh, batch_size=batch,
       generator_batch_size=cfg.train.generator_batch_size, draw=draw)
   return _Run(cfg, workdir, setup, mesh, checkpointer, state, start,
-              placement, step_fn, resident, feed)
+              step_fn, resident, feed)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
@@ -304,11 +304,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
       benchmarks).
   """
   run = _prepare(config, workdir)
+  peer_lost = False
   try:
     return _train(run, stop_after, on_step)
   except jax.errors.JaxRuntimeError as error:
     if jax.process_count() == 1:
       raise
+    peer_lost = True
     raise PeerLostError(
         f'process {jax.process_index()} of {jax.process_count()}: an '
         'operation with the other processes failed '
@@ -317,7 +319,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
         'host to resume from the newest checkpoint in '
         f'{run.workdir / "checkpoints"}.') from error
   finally:
-    run.close()
+    # also when stopped by an error: the checkpoint its message names is
+    # complete on disk
+    run.close(finish_saves=not peer_lost)
 
 
 def _train(run: _Run, stop_after, on_step) -> train.TrainState:
@@ -406,8 +410,6 @@ def _train(run: _Run, stop_after, on_step) -> train.TrainState:
                        'to resume.')
         break
   progress.close()
-  run.checkpointer.wait()
-  run.checkpointer.close()
   writer.close()
   if lead and not stopped_by:
     reporting.plot_loss_curves(run.workdir)

@@ -130,3 +130,14 @@ def test_worker_count_from_the_platform():
   assert input_pipeline.default_worker_count('gpu', 16) == 8
   assert input_pipeline.default_worker_count('tpu', 2) == 1
   assert input_pipeline.default_worker_count('gpu', 96) == 16
+
+
+def test_a_dataset_smaller_than_one_step_is_refused():
+  mesh = train.make_mesh(jax.devices()[:1])
+  with pytest.raises(ValueError, match='10 records, fewer than one step'):
+    device_data.DrawSpec.for_mesh(10, mesh, n_critic=2, batch_size=8,
+                                  flip=False)
+  spec = device_data.DrawSpec.for_mesh(16, mesh, n_critic=2, batch_size=8,
+                                       flip=False)
+  assert (spec.per_device, spec.steps_per_epoch, spec.axis_name) == (
+      16, 1, train.AXIS)

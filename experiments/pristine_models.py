@@ -1,7 +1,7 @@
 """Writes the NIQE pristine models that ship in qagan_jax/quality/data/.
 
     # the standard NIQE model, converted from the MATLAB release's file
-    python experiments/pristine_models.py convert ../shared/reference/modelparameters.mat
+    python experiments/pristine_models.py convert tests/data/niqe/modelparameters.mat
     # the project's own model, fitted to scikit-image's photographs
     python experiments/pristine_models.py fit-skimage
     # how far apart the two are

@@ -35,13 +35,18 @@ def non_finite_leaves(tree) -> list[str]:
               if jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating)]
   if not floating:
     return []
-  finite = jax.jit(lambda leaves: [
-      jnp.all(jnp.isfinite(leaf)) for leaf in leaves])(
-          [leaf for _, leaf in floating])
-  # replicated results; in a multi-process run, read the local copy
-  finite = [bool(f.addressable_data(0)) for f in finite]
+  finite = _all_finite([leaf for _, leaf in floating])
+  # a replicated result; in a multi-process run, read the local copy
+  finite = jax.device_get(finite.addressable_data(0))
   return [jax.tree_util.keystr(path)
           for (path, _), ok in zip(floating, finite) if not ok]
+
+
+@jax.jit
+def _all_finite(leaves):
+  """`[len(leaves)]` bool: whether each array is free of NaN and inf
+  (compiled once per tree of shapes)."""
+  return jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])
 
 
 class Checkpointer:

@@ -70,7 +70,7 @@ def base_config() -> ml_collections.ConfigDict:
 def get_config(dataset: str, method: str,
                protocol: str = 'paper') -> ml_collections.ConfigDict:
   """The settings for `dataset` (cifar10, stl10, celeb_a) and `method`
-  (wgangp, ssim, niqe): the paper's (DESIGN.md section 2), or with
+  (wgangp, ssim, niqe): the paper's (docs/method.md), or with
   protocol='gp10' the strong WGAN-GP baseline's (GP10_FIELDS), the quality
   penalties (lambda_2 = 0.1) on top of it."""
   config = base_config()

@@ -24,6 +24,7 @@ them, are drawn per step the same way.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -259,3 +260,10 @@ def draw(images: jax.Array, rng: jax.Array, step: jax.Array,
   # takes 255 to 1 + 1 ulp
   return jnp.clip(mine_only.astype(jnp.float32) * (2.0 / 255.0) - 1.0, -1.0,
                   1.0)
+
+
+@functools.lru_cache(maxsize=None)
+def drawer(spec: DrawSpec):
+  """`draw` with `spec` bound, as `train.make_train_step`'s `draw`: one
+  object per spec, so that equal specs find the same compiled step."""
+  return functools.partial(draw, spec=spec)

@@ -11,7 +11,7 @@ The loader's iterator state (`get_state`/`set_state`, or grain's orbax
 handlers) is small and exact: a restored iterator yields the batches an
 uninterrupted one would have.
 
-Preprocessing, as the QAGAN authors did (DESIGN.md section 2):
+Preprocessing, as the QAGAN authors did (docs/method.md):
   cifar10: 32x32 as stored (train split, or train + test);
   stl10: the 'unlabelled' split, 96x96 downscaled to 48x48 with an
     antialiased bicubic filter (or kept at 96);

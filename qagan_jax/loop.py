@@ -101,13 +101,15 @@ def check_workdir(config: ml_collections.ConfigDict,
 # --- sampling -----------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=8)
 def make_sampler(setup: train.Setup, num_standing: int):
   """A jitted `(state, z) -> images` with the EMA generator.
 
   BatchNorm uses standing statistics: the batch statistics of the EMA
   generator itself on `num_standing` fixed latents, computed afresh each
   time, so that a sample depends only on its own latent (the running
-  averages follow the live generator, not its average).
+  averages follow the live generator, not its average). One function per
+  (setup, num_standing), traced once a process.
   """
   generator = setup.generator.clone(axis_name=None)
   standing = generator.clone(bn_momentum=0.0)
@@ -277,7 +279,7 @@ def _prepare(cfg, workdir) -> _Run:
   if spec is not None:
     began = time.perf_counter()
     resident = device_data.load(cfg.data, mesh, spec, source=source)
-    draw = functools.partial(device_data.draw, spec=spec)
+    draw = device_data.drawer(spec)
     log.info('Loaded %d training images onto the devices in %.1f s.',
              spec.num_records, time.perf_counter() - began)
   else:

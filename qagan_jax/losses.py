@@ -6,7 +6,7 @@ normalisation, so each score depends on its own image only. Randomness comes
 as one PRNG key per sample, `keys: [B]`, so that a batch gives the same result
 however it is split across devices.
 
-The critic loss (DESIGN.md section 1) is
+The critic loss (the paper's; docs/method.md) is
 
   L_D = adversarial + gp_weight * E[(|grad D(x_hat)| - 1)^2]
         + quality_weight * R + drift_weight * E[D(x)^2]

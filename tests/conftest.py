@@ -1,11 +1,18 @@
-"""Shared fixtures: the reference data beside the repository, a shared compilation cache."""
+"""Shared fixtures: the reference data in tests/data, a shared compilation cache, trained runs."""
 
 import os
 import pathlib
+import shutil
+import subprocess
+import sys
 import tempfile
 
+import filelock
 import jax
+import numpy as np
 import pytest
+
+from helpers import runs
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -20,22 +27,27 @@ os.environ['JAX_COMPILATION_CACHE_DIR'] = _CACHE
 os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
 jax.config.update('jax_compilation_cache_dir', _CACHE)
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
-
-
-def shared_reference_dir() -> pathlib.Path | None:
-  """`../shared/reference` beside the repository (or $QAGAN_SHARED_REFERENCE)."""
-  path = pathlib.Path(os.environ.get(
-      'QAGAN_SHARED_REFERENCE', REPO_ROOT.parent / 'shared' / 'reference'))
-  return path if path.is_dir() else None
+# The suite is compile-bound: its programs have tiny shapes and run a few
+# times each. XLA:CPU's classic LLVM emitters for fused elementwise code, at
+# -O0 without LLVM's expensive passes, compile them about 3x faster than
+# the defaults (the tiny train step: 7.3 s -> 2.2 s); XLA's own (HLO)
+# optimisations, which decide what the programs compute and in what order,
+# are untouched, and every comparison of the suite allows for float32
+# rounding (tests/helpers/numerics.py). Set before any backend starts;
+# subprocesses inherit it. The benchmarks (experiments/) and users' runs
+# compile with the defaults.
+_FAST_COMPILE = ('--xla_backend_optimization_level=0 '
+                 '--xla_llvm_disable_expensive_passes=true '
+                 '--xla_cpu_use_fusion_emitters=false')
+if _FAST_COMPILE not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = ' '.join(
+      filter(None, (os.environ.get('XLA_FLAGS'), _FAST_COMPILE)))
 
 
 @pytest.fixture(scope='session')
-def reference_dir() -> pathlib.Path:
-  path = shared_reference_dir()
-  if path is None:
-    pytest.skip('reference data not found: expected ../shared/reference beside '
-                'the repository (or set QAGAN_SHARED_REFERENCE)')
-  return path
+def niqe_reference_dir() -> pathlib.Path:
+  """tests/data/niqe: NIQE scores of the MATLAB release (tests/data/README.md)."""
+  return REPO_ROOT / 'tests' / 'data' / 'niqe'
 
 
 @pytest.fixture
@@ -45,25 +57,81 @@ def repo_root() -> pathlib.Path:
 
 @pytest.fixture(scope='session')
 def tiny_run_config():
-  """A factory of run configs that train in seconds: natural_patches, width 4."""
-  return _tiny_run_config
+  """A factory of run configs that train in seconds (tests/helpers/runs.py)."""
+  return runs.tiny_config
 
 
-def _tiny_run_config(method='ssim', **run_overrides):
-  from qagan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-  config = config_lib.base_config()
-  config.data.dataset = 'natural_patches'
-  config.data.patch_size = 32
-  config.data.patches_per_epoch = 1024
-  config.model.width = 4
-  config.loss.method = method
-  config.train.batch_size = 8
-  config.train.generator_batch_size = 8
-  config.train.n_critic = 1
-  config.train.num_iters = 6
-  config.run.update(dict(log_every=2, checkpoint_every=2, sample_every=3,
-                         eval_every=3, eval_samples=64,
-                         standing_stats_samples=32, sample_grid=16,
-                         progress_bar=False))
-  config.run.update(run_overrides)
-  return config
+def _session_dir(tmp_path_factory) -> pathlib.Path:
+  """A folder of this session that every pytest-xdist worker sees."""
+  base = tmp_path_factory.getbasetemp()
+  return base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+
+
+def _shared_run(tmp_path_factory, name, stop_after=None) -> pathlib.Path:
+  """The workdir of the tiny run (stopped after `stop_after`), trained once
+  per session by whichever test process asks first; read-only for tests
+  (`copy_run` gives a test its own copy)."""
+  from qagan_jax import loop  # pylint: disable=g-import-not-at-top
+  root = _session_dir(tmp_path_factory)
+  workdir, done = root / name, root / f'{name}.complete'
+  with filelock.FileLock(root / f'{name}.lock'):
+    if not done.exists():
+      shutil.rmtree(workdir, ignore_errors=True)   # a failed attempt's
+      loop.train_and_evaluate(runs.tiny_config(), workdir,
+                              stop_after=stop_after)
+      done.touch()
+  return workdir
+
+
+@pytest.fixture(scope='session')
+def trained_run(tmp_path_factory) -> pathlib.Path:
+  """The tiny run trained to its end (step 6: checkpoints 2, 4, 6,
+  evaluations at 0, 3, 6); do not write into it."""
+  return _shared_run(tmp_path_factory, 'trained_run')
+
+
+@pytest.fixture(scope='session')
+def stopped_run(tmp_path_factory) -> pathlib.Path:
+  """The tiny run stopped after step 3 (checkpoints 2, 3), data on the
+  devices; do not write into it."""
+  return _shared_run(tmp_path_factory, 'stopped_run', stop_after=3)
+
+
+@pytest.fixture(scope='session')
+def four_devices(tmp_path_factory) -> dict:
+  """What tests/helpers/sharded_step.py computes on 1 and on 4 CPU devices
+  (train steps, batch draws), run once per session in a subprocess: the
+  device count is fixed when jax starts."""
+  root = _session_dir(tmp_path_factory)
+  out = root / 'four_devices.npz'
+  with filelock.FileLock(root / 'four_devices.lock'):
+    if not out.exists():
+      env = dict(os.environ)
+      env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
+                          ' --xla_force_host_platform_device_count=4')
+      partial = root / 'four_devices.partial.npz'
+      subprocess.run([sys.executable,
+                      str(REPO_ROOT / 'tests' / 'helpers' / 'sharded_step.py'),
+                      str(partial)], check=True, env=env, timeout=600)
+      partial.rename(out)
+  return dict(np.load(out))
+
+
+@pytest.fixture
+def copy_run(tmp_path):
+  """`copy_run(workdir) -> a copy of it in this test's tmp_path`."""
+
+  def copy(workdir: pathlib.Path) -> pathlib.Path:
+    target = tmp_path / workdir.name
+    shutil.copytree(workdir, target)
+    return target
+
+  return copy
+
+
+def pytest_collection_modifyitems(config, items):
+  """The slow tests first (each file's order kept otherwise): pytest-xdist
+  then starts the long ones early and fills in with the short ones, and its
+  two processes finish together."""
+  del config
+  items.sort(key=lambda item: item.get_closest_marker('slow') is None)

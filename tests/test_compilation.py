@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from helpers import numerics
 from qagan_jax import compilation
 from qagan_jax import train
 
@@ -95,11 +96,12 @@ def test_cpu_options_keep_values_and_derivatives():
   default = jax.jit(everything).lower(kernels, x).compile()
   ours = compilation.jit(everything, platform='cpu').lower(kernels, x).compile()
   assert _ynn_convolutions(ours.as_text()) == 0
-  expected, actual = default(kernels, x), ours(kernels, x)
-  for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
-    np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6 * np.abs(e).max())
+  # the longest sums: 3 x 3 x 32-term convolutions over 17 x 15 pixels
+  numerics.assert_trees_close(ours(kernels, x), default(kernels, x),
+                              numerics.reordered_sum(3 * 3 * 32 * 17 * 15))
 
 
+@pytest.mark.slow
 def test_train_step_is_the_same_with_the_cpu_options():
   # Width 32: the narrowest network whose convolutions XLA's defaults give
   # to YNNPACK.
@@ -170,8 +172,10 @@ def test_train_step_is_the_same_with_the_cpu_options():
         net = 'gen' if key.startswith('.gen') else 'critic'
         where = np.abs(gradients[key]) > 1e-3 * scales[net, 'mu']
         conditioned += [where.sum(), where.size]
+      # 5% of the step Adam takes
       np.testing.assert_allclose(actual[where], expected[where], rtol=0,
-                                 atol=1e-5, err_msg=key)
+                                 atol=0.05 * config.train.learning_rate,
+                                 err_msg=key)
     checked += 1
   assert checked > 50
   assert conditioned[0] > 0.5 * conditioned[1]   # most parameters compared

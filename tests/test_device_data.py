@@ -9,6 +9,7 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from helpers import numerics
 from qagan_jax import device_data
 from qagan_jax import input_pipeline
 from qagan_jax import train
@@ -67,19 +68,47 @@ def test_draw_returns_the_indexed_records_flipped_as_drawn():
   images = rng_np.integers(0, 256, (40, 6, 6, 3), np.uint8)   # odd bytes
   spec = device_data.DrawSpec(num_records=40, per_device=40, n_critic=2,
                               batch_size=4, flip=True)
-  rng, drawn = _draw_on_one_device(images, spec, [0, 5])
-  for step, batch in zip([0, 5], drawn):
+  steps = range(6)     # all of epoch 0 (5 steps: every record), and one more
+  rng, drawn = _draw_on_one_device(images, spec, steps)
+  seen = set()
+  for step, batch in zip(steps, drawn):
     indices, flips = map(np.asarray, device_data.batch_indices(
         rng, jnp.int32(step), spec))
+    seen |= set(indices.tolist())
     expected = images[indices]
     expected[flips] = expected[flips][:, :, ::-1]
     batch_images = batch.reshape(-1, 6, 6, 3)
     np.testing.assert_array_equal(input_pipeline.to_uint8(batch_images),
                                   expected)
+    # values of magnitude 1, where a fused multiply-add rounds once less
     np.testing.assert_allclose(batch_images,
                                input_pipeline.to_unit_range(expected),
-                               rtol=0, atol=2e-7)   # an FMA's rounding
+                               rtol=0, atol=numerics.ulps(2))
     assert batch.shape == (2, 4, 6, 6, 3) and batch.dtype == np.float32
+  assert seen == set(range(40))     # the first and the last record too
+
+
+@pytest.mark.slow
+def test_four_devices_draw_the_batches_of_one(four_devices):
+  """Each device serves the records it holds, its first and last included,
+  and the batches do not depend on the device count: the same global
+  indices, the same images, bit for bit (62 records on 4 devices: the last
+  holds two rows of padding)."""
+  records = four_devices['draw/records']
+  one, four = (four_devices[f'draw/{n}/batches'] for n in (1, 4))
+  np.testing.assert_array_equal(four_devices['draw/4/indices'],
+                                four_devices['draw/1/indices'])
+  np.testing.assert_array_equal(four, one)
+  indices = four_devices['draw/4/indices']      # [steps, n_critic * batch]
+  flips = four_devices['draw/4/flips']
+  expected = records[indices]
+  expected[flips] = expected[flips][:, :, ::-1]
+  steps, n_critic, batch = four.shape[:3]
+  drawn = input_pipeline.to_uint8(four.reshape((steps, n_critic * batch) +
+                                               four.shape[3:]))
+  np.testing.assert_array_equal(drawn, expected)
+  # every device's first record (0, 16, 32, 48) was drawn
+  assert {0, 16, 32, 48} <= set(indices.ravel().tolist())
 
 
 def test_device_and_host_placements_draw_batches_alike():

@@ -3,8 +3,11 @@
 import importlib.util
 import json
 import logging
+import os
 import pathlib
+import signal
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,85 +21,125 @@ from qagan_jax import loop
 from qagan_jax import train
 
 
-def leaves(state):
-  return jax.tree_util.tree_leaves(jax.device_get(state))
+QUIET = dict(run__sample_grid=0, eval__train_metrics=())   # no grids, no evaluations
 
 
-def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, tiny_run_config):
+def checkpoint_steps(workdir):
+  return sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()
+                if p.name.isdigit())
+
+
+def logged_steps(workdir):
+  return [json.loads(line)['step'] for line in
+          (workdir / 'metrics.jsonl').read_text().splitlines()
+          if 'critic_loss' in line]
+
+
+def final_state(config, workdir, step=None):
+  return jax.device_get(loop.restore_state(config, workdir, step)[1])
+
+
+def assert_same_state(actual, expected):
+  # One program on the same inputs: a resumed run's state is the
+  # uninterrupted run's, bit for bit (tests/helpers/numerics.py).
+  chex.assert_trees_all_equal(jax.device_get(actual), jax.device_get(expected))
+
+
+@pytest.mark.slow
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(
+    trained_run, stopped_run, copy_run, tiny_run_config):
   config = tiny_run_config()
-  straight = loop.train_and_evaluate(config, tmp_path / 'straight')
-  loop.train_and_evaluate(config, tmp_path / 'resumed', stop_after=3)
-  assert (tmp_path / 'resumed' / 'checkpoints' / '3').is_dir()
-  resumed = loop.train_and_evaluate(config, tmp_path / 'resumed')
-  assert int(resumed.step) == int(straight.step) == 6
-  for a, b in zip(leaves(straight), leaves(resumed)):
-    np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
+  assert checkpoint_steps(stopped_run) == [2, 3]
+  resumed_dir = copy_run(stopped_run)
+  resumed = loop.train_and_evaluate(config, resumed_dir)
+  assert int(resumed.step) == 6
+  assert_same_state(resumed, final_state(config, trained_run))
   # the metrics of the resumed run continue the interrupted one, once each
-  steps = [json.loads(line)['step'] for line in
-           (tmp_path / 'resumed' / 'metrics.jsonl').read_text().splitlines()
-           if 'critic_loss' in line]
-  assert steps == [2, 4, 6]
-  outputs = tmp_path / 'straight'
+  assert logged_steps(resumed_dir) == [2, 4, 6]
+  outputs = trained_run
   assert (outputs / 'loss_curves.png').is_file()
   assert sorted(p.name for p in (outputs / 'samples').iterdir()) == [
       'step_0000000.png', 'step_0000003.png', 'step_0000006.png']
   assert list((outputs / 'tensorboard').glob('events.out.tfevents.*'))
   records = [json.loads(line) for line in
              (outputs / 'metrics.jsonl').read_text().splitlines()]
-  assert any('eval/niqe_distance' in r and 'eval/swd/mean' in r and
-             'eval/diversity/ssim_pairs' in r for r in records)
+  assert [r['step'] for r in records if 'eval/niqe_distance' in r and
+          'eval/swd/mean' in r and 'eval/diversity/ssim_pairs' in r and
+          'eval/prdc_niqe/coverage' in r] == [0, 3, 6]
   assert all(np.isfinite(v) for r in records for v in r.values())
 
 
+def test_sigterm_saves_a_checkpoint_that_resumes(stopped_run, copy_run,
+                                                 tiny_run_config, trained_run,
+                                                 capsys):
+  """SIGTERM (a preempted machine) or Ctrl-C: the step under way finishes,
+  a checkpoint is saved, and the same command resumes."""
+  config = tiny_run_config(**QUIET)
+  workdir = copy_run(stopped_run)
+
+  def terminate_after_step_4(step, state):
+    del state
+    if step == 4:
+      # the loop's handler, not the default one (which would end pytest)
+      handler = signal.getsignal(signal.SIGTERM)
+      assert type(getattr(handler, '__self__', None)).__name__ == (
+          '_StopRequests'), handler
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  state = loop.train_and_evaluate(config, workdir,
+                                  on_step=terminate_after_step_4)
+  # the signal arrives during step 4's callback: step 5 is the first to see it
+  assert int(state.step) == 5 and checkpoint_steps(workdir) == [3, 4, 5]
+  assert 'SIGTERM: stopped at step 5 with a checkpoint' in (
+      capsys.readouterr().err)
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL   # restored
+  resumed = loop.train_and_evaluate(config, workdir)
+  assert_same_state(resumed, final_state(config, trained_run))
+
+
+@pytest.mark.slow
 def test_host_placement_resumes_exactly_from_the_prefetched_position(
-    tmp_path, tiny_run_config, caplog):
+    tmp_path, tiny_run_config, caplog, stopped_run, copy_run):
   """The host pipeline reads ahead; a checkpoint holds the position of the
-  batches used, not of those read ahead. (The test above runs with the data
+  batches used, not of those read ahead. (The tests above run with the data
   on the devices, the default on this machine.)"""
-  config = tiny_run_config(sample_grid=0)
-  config.eval.train_metrics = ()
-  config.data.placement = 'host'
+  config = tiny_run_config(data__placement='host', **QUIET)
   with caplog.at_level(logging.INFO):
     straight = loop.train_and_evaluate(config, tmp_path / 'straight')
   assert 'Training data on the host' in caplog.text
   loop.train_and_evaluate(config, tmp_path / 'resumed', stop_after=3)
   resumed = loop.train_and_evaluate(config, tmp_path / 'resumed')
-  for a, b in zip(leaves(straight), leaves(resumed)):
-    np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
+  assert_same_state(resumed, straight)
   assert not (tmp_path / 'straight' / 'samples').exists()
   records = [json.loads(line) for line in
              (tmp_path / 'straight' / 'metrics.jsonl').read_text().splitlines()]
   assert not any(k.startswith('eval/') for r in records for k in r)
   # a checkpoint of the device placement (no input position) resumes on the
   # host with a warning
-  config.data.placement = 'device'
-  loop.train_and_evaluate(config, tmp_path / 'switched', stop_after=3)
-  config.data.placement = 'host'
+  switched = copy_run(stopped_run)
   with caplog.at_level(logging.WARNING):
-    state = loop.train_and_evaluate(config, tmp_path / 'switched')
+    state = loop.train_and_evaluate(config, switched)
   assert 'holds no input position' in caplog.text and int(state.step) == 6
 
 
-def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, caplog, tiny_run_config):
-  config = tiny_run_config(num_iters=4)
-  config.train.num_iters = 4
-  loop.train_and_evaluate(config, tmp_path)
-  latest = tmp_path / 'checkpoints' / '4' / 'state'
+def test_damaged_latest_checkpoint_falls_back_to_the_previous(
+    trained_run, copy_run, caplog, tiny_run_config):
+  workdir = copy_run(trained_run)
+  latest = workdir / 'checkpoints' / '6' / 'state'
   for path in latest.rglob('*'):
     if path.is_file():
       path.write_bytes(b'\0' * 7)         # truncated, garbage files
-  config.train.num_iters = 6
   with caplog.at_level(logging.WARNING):
-    state = loop.train_and_evaluate(config, tmp_path)
-  assert 'step 4' in caplog.text and 'unreadable' in caplog.text
+    state = loop.train_and_evaluate(tiny_run_config(**QUIET), workdir)
+  assert 'step 6' in caplog.text and 'unreadable' in caplog.text
   assert int(state.step) == 6
-  assert (tmp_path / 'checkpoints.damaged' / '4').is_dir()   # kept, aside
-  assert sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir()
-                if p.name.isdigit()) == [2, 4, 6]
+  assert (workdir / 'checkpoints.damaged' / '6').is_dir()   # kept, aside
+  assert checkpoint_steps(workdir) == [2, 4, 6]
 
 
-def test_non_finite_state_stops_the_run_without_saving(tmp_path, monkeypatch, tiny_run_config):
-  config = tiny_run_config(log_every=1, checkpoint_every=1)
+def test_non_finite_state_stops_the_run_without_saving(tmp_path, monkeypatch,
+                                                       tiny_run_config):
+  config = tiny_run_config(run__log_every=1, run__checkpoint_every=1, **QUIET)
   real_make = train.make_train_step
 
   def poisoned(*args, **kwargs):
@@ -117,44 +160,40 @@ def test_non_finite_state_stops_the_run_without_saving(tmp_path, monkeypatch, ti
   with pytest.raises(checkpoints.NonFiniteStateError,
                      match='diverged at step 3: critic_loss'):
     loop.train_and_evaluate(config, tmp_path)
-  saved = sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir()
-                 if p.name.isdigit())
-  assert saved == [1, 2]
+  assert checkpoint_steps(tmp_path) == [1, 2]
   # and the checkpointer itself refuses a non-finite state
   checkpointer = checkpoints.Checkpointer(tmp_path / 'other')
   with pytest.raises(checkpoints.NonFiniteStateError, match='not saved'):
     checkpointer.save(1, {'w': jnp.array([1.0, jnp.inf])}, None)
 
 
-def test_workdir_of_another_config_is_refused(tmp_path, tiny_run_config):
-  config = tiny_run_config(num_iters=2)
-  config.train.num_iters = 2
-  loop.train_and_evaluate(config, tmp_path)
-  other = tiny_run_config()
-  other.model.width = 8
+def test_workdir_of_another_config_is_refused(trained_run, copy_run,
+                                              tiny_run_config):
+  workdir = copy_run(trained_run)
   with pytest.raises(loop.WorkdirMismatchError,
                      match=r'model.width: 4 in the workdir, 8 now'):
-    loop.train_and_evaluate(other, tmp_path)
-  fine = tiny_run_config(log_every=1)   # non-structural changes are fine
-  fine.train.num_iters = 2
-  loop.train_and_evaluate(fine, tmp_path)
+    loop.train_and_evaluate(tiny_run_config(model__width=8), workdir)
+  # non-structural changes are fine: the finished run has nothing to do
+  fine = tiny_run_config(run__log_every=1, **QUIET)
+  assert int(loop.train_and_evaluate(fine, workdir).step) == 6
 
 
-def test_sample_mode_writes_a_grid_and_the_images(tmp_path, tiny_run_config,
-                                                  monkeypatch):
-  config = tiny_run_config(num_iters=2)
-  config.train.num_iters = 2
-  loop.train_and_evaluate(config, tmp_path)
+def test_sample_mode_writes_a_grid_and_the_images(trained_run, copy_run,
+                                                  tiny_run_config,
+                                                  monkeypatch, tmp_path):
+  config = tiny_run_config()
+  workdir = copy_run(trained_run)
 
   def no_data(*args, **kwargs):
     raise AssertionError('sampling must not need the dataset')
 
   monkeypatch.setattr(input_pipeline, 'create_loader', no_data)
-  path = loop.sample(config, tmp_path, num_samples=10)
+  monkeypatch.setattr(input_pipeline, 'data_source', no_data)
+  path = loop.sample(config, workdir, num_samples=10)
   assert path.is_file()
   stored = np.load(path.with_suffix('.npz'))
   assert stored['images'].shape == (10, 32, 32, 3)
-  assert stored['images'].dtype == np.uint8 and int(stored['step']) == 2
+  assert stored['images'].dtype == np.uint8 and int(stored['step']) == 6
   with pytest.raises(FileNotFoundError, match='no checkpoints'):
     loop.sample(config, tmp_path / 'empty')
 
@@ -244,7 +283,7 @@ def test_validate_names_bad_fields_and_suggests(tiny_run_config):
   config.model.resolution = 48
   with pytest.raises(ValueError, match='does not match the 32x32 images'):
     config_lib.validate(config)
-  config = tiny_run_config()
+  config = config_lib.get_config('cifar10', 'ssim')   # IS: 10 splits
   config.eval.num_samples = 5
   with pytest.raises(ValueError, match='eval.num_samples must be at least 10'):
     config_lib.validate(config)

@@ -46,6 +46,7 @@ def loss_and_grads(config, params, real, fake, keys, pristine=None):
   return _loss_and_grads(critic_fn, params, real, fake, keys, config, pristine)
 
 
+@pytest.mark.slow
 def test_quality_penalties_with_zero_weight_equal_wgan_gp_exactly():
   params, real, fake, keys = setup_batches()
   (base, _), base_grads = loss_and_grads(
@@ -141,6 +142,7 @@ def test_sobel_maps_match_scipy_and_normalisation():
                                 0.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method', ['wgangp', 'ssim', 'niqe'])
 def test_losses_and_gradients_are_finite_at_edge_cases(method):
   params, real, fake, keys = setup_batches()

@@ -8,6 +8,7 @@ covariance and its square root are cheap and exact.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import numpy as np
@@ -28,12 +29,10 @@ class InceptionExtractor:
     # a multiple of the device count, so that every device gets a share
     n = len(devices)
     self.batch_size = max(n, batch_size // n * n)
-    model = inception.FIDInceptionV3()
     mesh = jax.sharding.Mesh(np.array(devices), ('data',))
     self._sharding = jax.sharding.NamedSharding(
         mesh, jax.sharding.PartitionSpec('data'))
-    self._apply = compilation.jit(lambda v, x: model.apply(v, x),
-                                  platform=devices[0].platform)
+    self._apply = _inception_apply(devices[0].platform)
     self._replicated = jax.device_put(
         variables, jax.sharding.NamedSharding(mesh,
                                               jax.sharding.PartitionSpec()))
@@ -55,6 +54,14 @@ class InceptionExtractor:
       features.append(f[:len(f) - pad])
       logits.append(l[:len(l) - pad])
     return np.concatenate(features), np.concatenate(logits)
+
+
+@functools.cache
+def _inception_apply(platform: str):
+  """The jitted network `(variables, images) -> (features, logits)`: one
+  function a process, so that every extractor shares its compilations."""
+  model = inception.FIDInceptionV3()
+  return compilation.jit(lambda v, x: model.apply(v, x), platform=platform)
 
 
 # --- statistics --------------------------------------------------------------------------

@@ -5,8 +5,6 @@ import pathlib
 
 import pytest
 
-from qagan_jax import loop
-
 SCRIPT = (pathlib.Path(__file__).resolve().parents[2] / 'experiments'
           / 'figures.py')
 
@@ -19,12 +17,9 @@ def figures():
   return module
 
 
-@pytest.fixture(scope='module')
-def runs(tmp_path_factory, tiny_run_config):
-  config = tiny_run_config()      # the config other tests compile too
-  config.train.num_iters = 2
-  workdir = tmp_path_factory.mktemp('run')
-  loop.train_and_evaluate(config, workdir)
+@pytest.fixture
+def runs(trained_run, copy_run):
+  workdir = copy_run(trained_run)   # the figures go into it
   # the figures that compare runs take the same one twice
   return [workdir, workdir]
 

@@ -2,12 +2,14 @@
 
     python command_lines.py CASES.json RESULTS.json
 
-CASES.json holds a list of argument lists. The package is imported once;
-each command line then runs in a forked child that imports
-`qagan_jax.main` itself (absl's flags, and the config overrides that
-ml_collections reads from sys.argv, are defined once per process). Exit
-status and stderr go to RESULTS.json as [[status, stderr], ...]. Used by
-tests/test_main.py.
+CASES.json holds a list of cases, each {"argv": [...]} with optional "cwd"
+and "env" (variables to set). The package is imported once, and no JAX
+backend is started here; each command line then runs in a forked child
+that imports `qagan_jax.main` itself (absl's flags, and the config
+overrides that ml_collections reads from sys.argv, are defined once per
+process) and starts its own backend. Exit status, stdout and stderr go to
+RESULTS.json as [[status, stdout, stderr], ...], in order: a case may use
+what an earlier one wrote. Used by tests/test_main.py.
 """
 
 import json
@@ -17,19 +19,26 @@ import tempfile
 import traceback
 
 # everything qagan_jax.main needs, imported once for all the children
+import matplotlib.pyplot  # pylint: disable=unused-import
+import tensorboardX  # pylint: disable=unused-import
+
 from qagan_jax import config  # pylint: disable=unused-import
 from qagan_jax import loop  # pylint: disable=unused-import
 
 
-def run_in_child(argv) -> tuple[int, str]:
-  with tempfile.TemporaryFile('w+') as err:
+def run_in_child(case) -> tuple[int, str, str]:
+  with tempfile.TemporaryFile('w+') as out, tempfile.TemporaryFile('w+') as err:
     pid = os.fork()
-    if pid == 0:   # the child: stderr to the file, then the command line
+    if pid == 0:   # the child: output to the files, then the command line
+      os.dup2(out.fileno(), 1)
       os.dup2(err.fileno(), 2)
+      sys.stdout = os.fdopen(1, 'w', buffering=1)
       sys.stderr = os.fdopen(2, 'w', buffering=1)
       status = 0
       try:
-        sys.argv = ['qagan_jax.main', *argv]
+        os.chdir(case.get('cwd') or os.getcwd())
+        os.environ.update(case.get('env') or {})
+        sys.argv = ['qagan_jax.main', *case['argv']]
         from qagan_jax import main as main_lib  # pylint: disable=g-import-not-at-top
         main_lib.run(sys.argv)
       except SystemExit as exit_:   # as the interpreter reports it
@@ -41,16 +50,18 @@ def run_in_child(argv) -> tuple[int, str]:
       except BaseException:  # pylint: disable=broad-except
         traceback.print_exc()
         status = 1
+      sys.stdout.flush()
       sys.stderr.flush()
       os._exit(status)
     _, wait_status = os.waitpid(pid, 0)
+    out.seek(0)
     err.seek(0)
-    return os.waitstatus_to_exitcode(wait_status), err.read()
+    return os.waitstatus_to_exitcode(wait_status), out.read(), err.read()
 
 
 def main():
   cases = json.loads(open(sys.argv[1]).read())
-  results = [run_in_child(argv) for argv in cases]
+  results = [run_in_child(case) for case in cases]
   with open(sys.argv[2], 'w') as out:
     json.dump(results, out)
 

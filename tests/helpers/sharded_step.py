@@ -1,9 +1,10 @@
-"""Runs the same train steps on 1 and on 4 devices and saves both states.
+"""Runs the same train steps, and the same in-step batch draws, on 1 and on 4 devices; saves both.
 
     XLA_FLAGS=--xla_force_host_platform_device_count=4 python sharded_step.py OUT.npz
 
-Used by tests/test_train.py in a subprocess: the device count is fixed when
-jax starts, so it cannot be changed inside the test process.
+Used by tests/test_train.py and tests/test_device_data.py through the
+`four_devices` fixture (tests/conftest.py), in a subprocess: the device count
+is fixed when jax starts, so it cannot be changed inside the test process.
 """
 
 import sys
@@ -11,7 +12,10 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
+from qagan_jax import device_data
 from qagan_jax import losses
 from qagan_jax import quality
 from qagan_jax import train
@@ -25,7 +29,7 @@ def config():
   cfg.loss.method = 'niqe'
   cfg.loss.niqe.pristine = 'critic'
   cfg.loss.niqe.refresh_every = 1      # estimate, then blend, the pristine
-  cfg.train.n_critic = 2
+  cfg.train.n_critic = 1
   # 40 > 36 patches per step keep the NIQE covariances full rank.
   cfg.train.batch_size = 40
   cfg.train.generator_batch_size = 40
@@ -55,20 +59,50 @@ def run(devices, batches):
   return setup, states, metrics
 
 
+DRAW_RECORDS = 62     # not a multiple of 4: the last device holds padding
+DRAW_STEPS = 8
+
+
+def draws(devices, records):
+  """The batches `device_data.draw` serves, steps 0..DRAW_STEPS-1, as the
+  global `[steps, n_critic, batch, H, W, 3]` float32 array."""
+  mesh = train.make_mesh(devices)
+  spec = device_data.DrawSpec.for_mesh(len(records), mesh, n_critic=2,
+                                       batch_size=8, flip=True)
+  held = np.zeros((mesh.devices.size * spec.per_device,) + records.shape[1:],
+                  np.uint8)
+  held[:len(records)] = records
+  resident = jax.device_put(held, NamedSharding(mesh, P(train.AXIS)))
+  rng = jax.random.PRNGKey(7)
+  step_draw = jax.jit(jax.shard_map(
+      lambda x, s: device_data.draw(x, rng, s, spec), mesh=mesh,
+      in_specs=(P(train.AXIS), P()), out_specs=P(None, train.AXIS),
+      check_vma=False))
+  batches = [np.asarray(step_draw(resident, jnp.int32(s)))
+             for s in range(DRAW_STEPS)]
+  indices, flips = zip(*[map(np.asarray, device_data.batch_indices(
+      rng, jnp.int32(s), spec)) for s in range(DRAW_STEPS)])
+  return np.stack(batches), np.stack(indices), np.stack(flips)
+
+
 def main(out):
   assert jax.device_count() == 4, jax.devices()
   rng = np.random.default_rng(0)
-  batches = [rng.uniform(-1, 1, (2, 40, 32, 32, 3)).astype(np.float32)
+  batches = [rng.uniform(-1, 1, (1, 40, 32, 32, 3)).astype(np.float32)
              for _ in range(STEPS)]
   setup, single, single_metrics = run(jax.devices()[:1], batches)
   _, sharded, sharded_metrics = run(jax.devices(), batches)
   # The pristine estimate the refresh at step 1 should have blended in:
   # the MVG of the real gradient maps under the critic after step 0.
   critic_fn = lambda p, x: setup.critic.apply({'params': p}, x)
-  _, grads = losses.input_gradients(critic_fn, single[0].critic_params,
-                                    jnp.asarray(batches[1][0]))
-  found = losses.map_features(losses.gradient_maps(grads), 32)
-  estimate = quality.mvg_fit(found.features, found.valid)
+
+  @jax.jit   # one compilation, not hundreds of operations one by one
+  def estimate_of(critic_params, real):
+    _, grads = losses.input_gradients(critic_fn, critic_params, real)
+    found = losses.map_features(losses.gradient_maps(grads), 32)
+    return quality.mvg_fit(found.features, found.valid)
+
+  estimate = estimate_of(single[0].critic_params, jnp.asarray(batches[1][0]))
   flat = {}
   for name, states in (('single', single), ('sharded', sharded)):
     for i, state in enumerate(states):
@@ -79,6 +113,13 @@ def main(out):
     for i, m in enumerate(metrics):
       for key, value in m.items():
         flat[f'{name}/metrics/{i}/{key}'] = np.asarray(value)
+  records = rng.integers(0, 256, (DRAW_RECORDS, 6, 6, 3), np.uint8)
+  for count in (1, 4):
+    batches, indices, flips = draws(jax.devices()[:count], records)
+    flat[f'draw/{count}/batches'] = batches
+    flat[f'draw/{count}/indices'] = indices
+    flat[f'draw/{count}/flips'] = flips
+  flat['draw/records'] = records
   flat['estimate_mean'] = np.asarray(estimate[0])
   flat['estimate_cov'] = np.asarray(estimate[1])
   np.savez(out, **flat)

@@ -3,6 +3,7 @@
 import doctest
 import functools
 
+import chex
 import dm_pix
 import hypothesis
 from hypothesis import strategies as st
@@ -14,6 +15,7 @@ from PIL import Image
 from skimage import data as skdata
 from skimage.metrics import structural_similarity
 
+from helpers import numerics
 import qagan_jax
 from qagan_jax import quality
 
@@ -258,17 +260,30 @@ def test_distance_gradient_is_finite_at_edge_cases(reduction):
   np.testing.assert_array_equal(gy, 0.0)
 
 
-def test_distance_under_jit_vmap_and_grad():
-  rng = np.random.default_rng(4)
-  x, y = distorted_pair((3, 2, 16, 16, 1), rng, -1, 1)
-  f = functools.partial(quality.ssim_distance, data_range=2.0)
-  eager = f(x, y)
-  assert eager.shape == (3, 2)
-  np.testing.assert_allclose(jax.jit(f)(x, y), eager, atol=1e-6)
-  np.testing.assert_allclose(jax.vmap(f)(x, y), eager, atol=1e-6)
-  per_image = jax.vmap(jax.grad(lambda a, b: f(a[None], b[None])[0]))
-  grads = per_image(x.reshape(6, 16, 16, 1), y.reshape(6, 16, 16, 1))
-  assert grads.shape == (6, 16, 16, 1) and np.all(np.isfinite(grads))
+class DistanceUnderTransformsTest(chex.TestCase):
+  """d_Q, batched by vmap and differentiated, traced by jit and not, against
+  the same computation in float64."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_values_vmap_and_gradients(self):
+    rng = np.random.default_rng(4)
+    x, y = distorted_pair((3, 2, 16, 16, 1), rng, -1, 1)
+    f = functools.partial(quality.ssim_distance, data_range=2.0)
+    total = lambda a, b: f(a, b).sum()
+    with jax.enable_x64(True):
+      x64, y64 = np.float64(x), np.float64(y)
+      exact = np.asarray(f(x64, y64))
+      exact_grad = np.asarray(jax.grad(total, argnums=1)(x64, y64))
+    # float32 rounding of sums over the 11 x 11 windows and the 6 x 6 map
+    rel = numerics.reordered_sum(11 * 11 * 6 * 6)
+    values = self.variant(f)(x, y)
+    assert values.shape == (3, 2) and values.dtype == jnp.float32
+    numerics.assert_trees_close(values, exact, rel)
+    numerics.assert_trees_close(self.variant(jax.vmap(f))(x, y), exact, rel)
+    per_image = self.variant(jax.vmap(jax.grad(
+        lambda a, b: f(a[None], b[None])[0], argnums=1)))
+    grads = per_image(x.reshape(6, 16, 16, 1), y.reshape(6, 16, 16, 1))
+    numerics.assert_trees_close(grads.reshape(y.shape), exact_grad, rel)
 
 
 def test_top_level_export_and_docstring_example():

@@ -88,6 +88,30 @@ def test_draw_returns_the_indexed_records_flipped_as_drawn():
   assert seen == set(range(40))     # the first and the last record too
 
 
+def test_flips_are_fair_coins_and_off_when_disabled():
+  # 2000 steps x 8 images: binomial(16000, 0.5), sd 0.004 of the rate; each
+  # of the 8 positions of a step: binomial(2000, 0.5), sd 0.011
+  rng = jax.random.PRNGKey(3)
+  steps = jnp.arange(2000, dtype=jnp.int32)
+  for flip in (True, False):
+    spec = device_data.DrawSpec(num_records=40, per_device=40, n_critic=2,
+                                batch_size=4, flip=flip)
+    flips = np.asarray(jax.vmap(
+        lambda s, spec=spec: device_data.batch_indices(rng, s, spec)[1])(
+            steps))
+    assert flips.shape == (2000, 8)
+    if not flip:
+      assert not flips.any()
+      continue
+    assert abs(flips.mean() - 0.5) < 4 * 0.004
+    assert np.all(np.abs(flips.mean(axis=0) - 0.5) < 4 * 0.0112)
+    # independent of the record drawn: as often on even as on odd records
+    indices = np.asarray(jax.vmap(
+        lambda s: device_data.batch_indices(rng, s, spec)[0])(steps))
+    even = flips[indices % 2 == 0]
+    assert abs(even.mean() - 0.5) < 4 * np.sqrt(0.25 / even.size)
+
+
 @pytest.mark.slow
 def test_four_devices_draw_the_batches_of_one(four_devices):
   """Each device serves the records it holds, its first and last included,

@@ -190,6 +190,8 @@ def test_unrolled_critic_steps_equal_the_scan():
                                  generator_batch_size=4)
     real = jnp.asarray(np.random.default_rng(0).uniform(
         -1, 1, (2, 4, 32, 32, 3)), jnp.float32)
+    if unroll:
+      before = jax.device_get(state)      # the step donates `state`
     states.append(step(state, real))
   # Two programs of the same sums, fused and ordered differently (each
   # gradient sums 4 x 32 x 32 pixel terms). Left out: the generator's biases
@@ -202,3 +204,17 @@ def test_unrolled_critic_steps_equal_the_scan():
   assert numerics.assert_states_close(unrolled, scanned, rel,
                                       skip=before_norm) > 100
   numerics.assert_trees_close(unrolled_metrics, scanned_metrics, rel)
+  # The sampling generator's EMA: decay x old + (1 - decay) x new, each
+  # element rounded a few times in float32 (3 ulps of the larger operand).
+  # A wrong decay moves it by |decay error| x the step (~lr = 2e-4), far
+  # more for every weight of magnitude below ~5.
+  decay = config.train.ema_decay
+  after = jax.device_get(unrolled)
+  for old, new, ema in zip(*(jax.tree_util.tree_leaves(tree) for tree in (
+      before.gen_ema_params, after.gen_params, after.gen_ema_params))):
+    old, new = np.float64(old), np.float64(new)
+    np.testing.assert_allclose(
+        ema, decay * old + (1 - decay) * new, rtol=0,
+        atol=numerics.ulps(3) * np.maximum(np.abs(old), np.abs(new)).max()
+        + 1e-30)
+  assert not np.array_equal(np.asarray(ema), old)   # it moved

@@ -20,6 +20,7 @@ import grain
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 log = logging.getLogger(__name__)
 
@@ -137,19 +138,27 @@ class Checkpointer:
     return None
 
   def _set_aside(self, steps) -> None:
-    """Moves damaged checkpoints out of the manager's way, keeping them."""
-    if not steps or jax.process_index() != 0:
-      return
-    aside = self.directory.rstrip(os.sep) + '.damaged'
-    os.makedirs(aside, exist_ok=True)
-    for step in steps:
-      target = os.path.join(aside, str(step))
-      if os.path.exists(target):
-        shutil.rmtree(target)
-      shutil.move(os.path.join(self.directory, str(step)), target)
-      log.warning('Moved the damaged checkpoint of step %d to %s.', step,
-                  target)
-    self.manager.reload()
+    """Moves damaged checkpoints out of the manager's way, keeping them.
+
+    Process 0 moves them; in a multi-process run every process then waits
+    for it and reloads its list of steps, so that none saves or restores
+    by a stale list. Every process calls this after each restore (with the
+    same `steps`: they read the same files)."""
+    several = jax.process_count() > 1
+    if steps and jax.process_index() == 0:
+      aside = self.directory.rstrip(os.sep) + '.damaged'
+      os.makedirs(aside, exist_ok=True)
+      for step in steps:
+        target = os.path.join(aside, str(step))
+        if os.path.exists(target):
+          shutil.rmtree(target)
+        shutil.move(os.path.join(self.directory, str(step)), target)
+        log.warning('Moved the damaged checkpoint of step %d to %s.', step,
+                    target)
+    if several:
+      multihost_utils.sync_global_devices('qagan_jax: damaged checkpoints')
+    if steps:
+      self.manager.reload()
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

@@ -4,8 +4,9 @@
 runs. It resumes from the newest readable checkpoint in the workdir (state,
 RNG and the input pipeline's position), so an interrupted run continues
 exactly; SIGINT and SIGTERM (a preempted TPU VM) save a checkpoint and
-stop cleanly. It refuses a workdir written by a structurally different
-config, and stops, without saving, when the state stops being finite.
+stop cleanly (in a multi-process run, every process after the same step).
+It refuses a workdir written by a structurally different config, and
+stops, without saving, when the state stops being finite.
 `sample` and `evaluate_run` are the sample and evaluate modes.
 
 The step itself (pure, sharded) is in train.py; this module does the I/O.
@@ -30,6 +31,7 @@ import time
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -150,15 +152,27 @@ def generate(sampler, state, num: int, seed: int, latent_dim: int,
 
 
 class _StopRequests:
-  """Turns SIGINT / SIGTERM into a request to save and stop."""
+  """Turns SIGINT / SIGTERM into a request to save and stop.
+
+  One process: the request is this process's own, at the step it arrives.
+  Several processes (jax.distributed): SIGTERM is left to the coordination
+  service's preemption notifier, which tells every process, and
+  `should_stop(step)` turns true on all of them at the same step (jax's
+  preemption sync point), so that they save one checkpoint together; SIGINT
+  is passed on to that notifier as a SIGTERM. A second signal stops at once.
+  """
 
   def __init__(self):
     self.signal_name = None
     self._previous = {}
+    self._shared = (jax.process_count() > 1 and
+                    jax.config.jax_enable_preemption_service)
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      for sig in (signal.SIGINT, signal.SIGTERM):
+      signals = (signal.SIGINT,) if self._shared else (signal.SIGINT,
+                                                         signal.SIGTERM)
+      for sig in signals:
         self._previous[sig] = signal.signal(sig, self._handle)
     return self
 
@@ -167,7 +181,19 @@ class _StopRequests:
     if self.signal_name is not None:     # a second signal: stop at once
       signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
       signal.raise_signal(signum)
+      return
     self.signal_name = signal.Signals(signum).name
+    if self._shared:                     # to the preemption notifier
+      signal.raise_signal(signal.SIGTERM)
+
+  def should_stop(self, step: int) -> str | None:
+    """The reason to stop after `step` (a signal's name), or None. Called
+    at every step, by every process with the same steps."""
+    if self._shared:
+      if multihost_utils.reached_preemption_sync_point(step):
+        return self.signal_name or 'SIGTERM'
+      return None
+    return self.signal_name
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
@@ -267,9 +293,12 @@ def _prepare(cfg, workdir) -> _Run:
     log.info('Resuming from the checkpoint of step %d in %s.', start, workdir)
   else:
     sobel_batches = None
-    if setup.pristine_source == 'sobel':   # its own stream: the training
-      sobel_batches = iter(input_pipeline.create_loader(   # one is untouched
-          cfg.data, batch, seed=cfg.seed + 1, source=source))
+    if setup.pristine_source == 'sobel':
+      # its own stream (the training one is untouched), the same global
+      # batches on every process, as in a one-process run
+      sobel_batches = iter(input_pipeline.create_loader(
+          cfg.data, batch, seed=cfg.seed + 1, source=source,
+          process_index=0, process_count=1))
     pristine = train.initial_pristine(cfg, setup, sobel_batches)
     state = train.create_train_state(setup, jax.random.PRNGKey(cfg.seed),
                                      pristine)
@@ -398,7 +427,7 @@ def _train(run: _Run, stop_after, on_step) -> train.TrainState:
       if done % cfg.run.checkpoint_every == 0 or done == total:
         run.checkpointer.save(done, state, run.data_position())
         last_saved = done
-      stopped_by = requests.signal_name or (
+      stopped_by = requests.should_stop(done) or (
           'stop_after' if stop_after is not None and done >= stop_after
           else None)
       if stopped_by and last_saved != done:

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -427,8 +428,16 @@ def host_value(tree):
 
 
 def replicate(tree, mesh):
-  """`tree`'s arrays, equal on every process, replicated over `mesh`."""
+  """`tree`'s arrays replicated over `mesh`, process 0's on every process.
+
+  Each process computes its initial state itself; in a multi-process run
+  the state is then taken from process 0 (one broadcast at the start), so
+  that every replica is bitwise the same whatever each host's CPU rounded
+  (the step treats the state as replicated and never compares replicas).
+  """
   sharding = NamedSharding(mesh, P())
+  if jax.process_count() > 1:
+    tree = multihost_utils.broadcast_one_to_all(tree)
   return jax.tree_util.tree_map(
       lambda x: jax.make_array_from_callback(
           np.shape(x), sharding, lambda index, x=np.asarray(x): x[index]),

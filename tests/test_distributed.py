@@ -12,6 +12,7 @@ other stop with a clear message, not hang.
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import socket
@@ -20,6 +21,7 @@ import sys
 import time
 
 import jax
+import numpy as np
 import pytest
 
 from helpers import numerics
@@ -120,31 +122,49 @@ def single_process_config():
 def test_two_processes_resume_equal_one_process_and_stop_when_one_dies(
     tmp_path):
   workdir = tmp_path / 'two'
-  # interrupted after step 2 by every process ...
-  stopped = launch(workdir, '--stop_after=2')
-  finish(stopped)
-  assert all('stop_after: stopped at step 2 with a checkpoint' in output(p)
-             for p in stopped)
-  assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()) == [
-      '1', '2']
-  assert metric_steps(workdir) == [1, 2]          # written once, by process 0
+  # preempted: SIGTERM to one process, 2 s later to the other; both stop
+  # after the same step with one checkpoint (jax's preemption sync point)
+  stopped = launch(workdir)
+  try:
+    deadline = time.monotonic() + 120
+    while not (workdir / 'checkpoints' / '1').is_dir():
+      assert time.monotonic() < deadline, 'the run never got to step 1'
+      assert all(p.poll() is None for p in stopped), [
+          output(p)[-3000:] for p in stopped]
+      time.sleep(0.05)
+    stopped[0].send_signal(signal.SIGTERM)
+    time.sleep(2)
+    if stopped[1].poll() is None:
+      stopped[1].send_signal(signal.SIGTERM)
+  except BaseException:
+    for p in stopped:
+      p.kill()
+    raise
+  finish(stopped, timeout=60)
+  ends = [re.findall(r'SIGTERM: stopped at step (\d+) with a checkpoint',
+                     output(p)) for p in stopped]
+  assert ends[0] and ends[0] == ends[1], [output(p)[-3000:] for p in stopped]
+  end = int(ends[0][0])
+  assert sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()) == (
+      list(range(1, end + 1)))
+  assert metric_steps(workdir) == list(range(1, end + 1))   # by process 0
   assert sorted(p.name for p in (workdir / 'samples').iterdir()) == [
       'step_0000000.png']
-  handover = tmp_path / 'handover'      # the two processes' step 2
+  handover = tmp_path / 'handover'      # the two processes' last step
   shutil.copytree(workdir, handover)
   # ... then resumed by every one; meanwhile (the processes compile) the
   # same steps in this process: step 1 from the same initial state, and
-  # step 3 from the two processes' checkpoint of step 2, so that each
-  # comparison covers one step of rounding
+  # the step after the handover from the two processes' checkpoint, so that
+  # each comparison covers one step of rounding
   processes = launch(workdir)
   try:
     config = single_process_config()
     assert jax.process_count() == 1 and jax.device_count() == 1
     first = loop.train_and_evaluate(config, tmp_path / 'one', stop_after=1)
-    third = loop.train_and_evaluate(config, handover, stop_after=3)
+    after = loop.train_and_evaluate(config, handover, stop_after=end + 1)
     deadline = time.monotonic() + 120
-    while not (workdir / 'checkpoints' / '4').is_dir():
-      assert time.monotonic() < deadline, 'the resumed run never got to step 4'
+    while not (workdir / 'checkpoints' / str(end + 2)).is_dir():
+      assert time.monotonic() < deadline, 'the resumed run did not go on'
       assert all(p.poll() is None for p in processes), [
           output(p)[-3000:] for p in processes]
       time.sleep(0.05)
@@ -159,13 +179,13 @@ def test_two_processes_resume_equal_one_process_and_stop_when_one_dies(
         p.kill()
   assert processes[0].returncode != 0 and waited < 30
   text = output(processes[0])
-  assert 'Resuming from the checkpoint of step 2' in text
+  assert f'Resuming from the checkpoint of step {end}' in text
   # ours when the loss shows in a collective (nearly always); jax's own when
   # it shows in a checkpoint's barrier, after the heartbeat timeout
   assert ('Another process has most likely stopped; this one stops too. '
           'Run the same command on every host to resume' in text
           or 'another task died' in text), text[-3000:]
-  assert metric_steps(workdir)[:4] == [1, 2, 3, 4]
+  assert metric_steps(workdir)[:end + 2] == list(range(1, end + 3))
   # Two devices sum each gradient over 4 of the 8 images (8 x 32 x 32
   # pixel terms in all) and average the halves; one device sums all 8: the
   # same sums in another order, then the step's conditioning. A sharding
@@ -173,6 +193,47 @@ def test_two_processes_resume_equal_one_process_and_stop_when_one_dies(
   # or other images on a device) changes gradients by O(1) of their scale,
   # 10-100x beyond this tolerance (0.9% of it).
   rel = numerics.reordered_sum(8 * 32 * 32, amplification=STEP_CONDITIONING)
-  for step, single in ((1, first), (3, third)):
+  for step, single in ((1, first), (end + 1, after)):
     two = loop.restore_state(config, workdir, step=step)[1]
     assert numerics.assert_states_close(two, single, rel) > 50, step
+
+
+@pytest.mark.slow
+def test_replicated_state_is_bitwise_equal_across_processes(tmp_path):
+  """QAGAN-NIQE with the 'sobel' pristine model, fitted when the run starts:
+  after training steps, and after both processes fell back from a damaged
+  checkpoint (tests/helpers/replicated_state.py), every leaf of the two
+  processes' copies of the state is the same, bit for bit."""
+  port = free_port()
+  workdir = tmp_path / 'run'
+  processes = []
+  for index in range(PROCESSES):
+    env = dict(os.environ, JAX_PLATFORMS='cpu',
+               JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
+               JAX_NUM_PROCESSES=str(PROCESSES), JAX_PROCESS_ID=str(index))
+    env['XLA_FLAGS'] = ' '.join(
+        f for f in env.get('XLA_FLAGS', '').split() if 'device_count' not in f)
+    log = tmp_path / f'process-{index}.log'
+    with open(log, 'w') as out:
+      process = subprocess.Popen(
+          [sys.executable, str(REPO_ROOT / 'tests' / 'helpers' /
+                               'replicated_state.py'),
+           str(workdir), str(tmp_path / 'state-')],
+          cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    process.log = log
+    processes.append(process)
+  finish(processes, timeout=120)
+  text = output(processes[1])
+  assert 'falling back to the previous one' in text, text[-3000:]
+  assert (workdir / 'checkpoints.damaged' / '2').is_dir()
+  assert sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()) == [
+      1, 2, 3]
+  for phase, step in (('trained', 2), ('resumed', 3)):
+    first, second = (dict(np.load(tmp_path / f'state-{phase}-{i}.npz'))
+                     for i in range(PROCESSES))
+    assert sorted(first) == sorted(second)
+    assert any('pristine' in key for key in first), sorted(first)
+    for key in first:
+      np.testing.assert_array_equal(first[key], second[key],
+                                    err_msg=f'{phase}: {key}')
+    assert int(first['.step']) == step

@@ -40,6 +40,7 @@ from qagan_jax import compilation
 from qagan_jax import device_data
 from qagan_jax import input_pipeline
 from qagan_jax import reporting
+from qagan_jax import run_lock
 from qagan_jax import train
 from qagan_jax.evaluation import report
 
@@ -221,6 +222,7 @@ class _Run:
   step_fn: object                 # (state, data) -> (state, metrics)
   resident: jax.Array | None      # 'device': the dataset on the devices
   feed: input_pipeline.Prefetcher | None   # 'host': the batches
+  lock: run_lock.RunLock | None   # the workdir's (process 0's)
 
   @property
   def placement(self) -> str:
@@ -246,9 +248,13 @@ class _Run:
     another process is lost (its part of the save would never come)."""
     if self.feed is not None:
       self.feed.close()
-    if finish_saves:
-      self.checkpointer.wait()
-      self.checkpointer.close()
+    try:
+      if finish_saves:
+        self.checkpointer.wait()
+        self.checkpointer.close()
+    finally:
+      if self.lock is not None:
+        self.lock.release()
 
 
 def _abstract_state(setup, mesh, seed):
@@ -278,6 +284,40 @@ def _prepare(cfg, workdir) -> _Run:
   else:
     loader = input_pipeline.create_loader(cfg.data, batch, seed=cfg.seed,
                                           source=source)
+  lock = _hold_workdir(workdir)
+  try:
+    return _start(cfg, workdir, lock, source, mesh, placement, why, spec,
+                  loader)
+  except BaseException:
+    if lock is not None:
+      lock.release()
+    raise
+
+
+def _hold_workdir(workdir: pathlib.Path) -> run_lock.RunLock | None:
+  """Process 0 takes the workdir's lock (run_lock.py), which it returns;
+  every process raises WorkdirBusyError if another run holds it."""
+  lock = error = None
+  if jax.process_index() == 0:
+    try:
+      lock = run_lock.RunLock(workdir).acquire()
+    except run_lock.WorkdirBusyError as busy:
+      error = busy
+  if jax.process_count() > 1:
+    held = multihost_utils.broadcast_one_to_all(np.int32(error is None))
+    if not held and error is None:
+      error = run_lock.WorkdirBusyError(
+          f'{workdir} is in use by another training run (process 0 names '
+          'it); use another --workdir or stop that run.')
+  if error is not None:
+    raise error
+  return lock
+
+
+def _start(cfg, workdir, lock, source, mesh, placement, why, spec,
+           loader) -> _Run:
+  n_critic, batch = cfg.train.n_critic, cfg.train.batch_size
+  iterator = None
   check_workdir(cfg, workdir)
   setup = train.build(cfg)
   log.info('Training data on the %s: %s.', placement + 's'
@@ -319,7 +359,7 @@ def _prepare(cfg, workdir) -> _Run:
       setup, mesh, batch_size=batch,
       generator_batch_size=cfg.train.generator_batch_size, draw=draw)
   return _Run(cfg, workdir, setup, mesh, checkpointer, state, start,
-              step_fn, resident, feed)
+              step_fn, resident, feed, lock)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir,

@@ -207,6 +207,7 @@ def main(argv):
   from qagan_jax import checkpoints  # pylint: disable=g-import-not-at-top
   from qagan_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   from qagan_jax import loop  # pylint: disable=g-import-not-at-top
+  from qagan_jax import run_lock  # pylint: disable=g-import-not-at-top
   from qagan_jax import train  # pylint: disable=g-import-not-at-top
   from qagan_jax.evaluation import report  # pylint: disable=g-import-not-at-top
   try:
@@ -237,7 +238,7 @@ def main(argv):
     os._exit(1)  # pylint: disable=protected-access
   except (input_pipeline.DatasetNotPreparedError, loop.WorkdirMismatchError,
           checkpoints.NonFiniteStateError, report.NonFiniteSamplesError,
-          OSError) as error:
+          run_lock.WorkdirBusyError, OSError) as error:
     # OSError: a missing checkpoint or pristine file, a full or read-only disk
     sys.exit(f'qagan_jax: {error}')
 

@@ -18,6 +18,7 @@ from qagan_jax import checkpoints
 from qagan_jax import config as config_lib
 from qagan_jax import input_pipeline
 from qagan_jax import loop
+from qagan_jax import run_lock
 from qagan_jax import train
 
 
@@ -176,6 +177,23 @@ def test_workdir_of_another_config_is_refused(trained_run, copy_run,
   # non-structural changes are fine: the finished run has nothing to do
   fine = tiny_run_config(run__log_every=1, **QUIET)
   assert int(loop.train_and_evaluate(fine, workdir).step) == 6
+
+
+def test_a_workdir_that_a_live_run_trains_in_is_refused(
+    stopped_run, trained_run, copy_run, tiny_run_config):
+  from test_run_lock import hold_in_another_process  # pylint: disable=g-import-not-at-top
+  assert not (trained_run / run_lock.LOCK_FILE).exists()   # released at the end
+  workdir = copy_run(stopped_run)
+  assert not (workdir / run_lock.LOCK_FILE).exists()       # and when stopped
+  holder = hold_in_another_process(workdir)
+  try:
+    with pytest.raises(run_lock.WorkdirBusyError,
+                       match=f'process {holder.pid} on host'):
+      loop.train_and_evaluate(tiny_run_config(**QUIET), workdir)
+  finally:
+    holder.kill()
+    holder.wait()
+  assert checkpoint_steps(workdir) == checkpoint_steps(stopped_run)
 
 
 def test_sample_mode_writes_a_grid_and_the_images(trained_run, copy_run,

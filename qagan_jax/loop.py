@@ -276,7 +276,7 @@ def _prepare(cfg, workdir) -> _Run:
       cfg.model.resolution, mesh)
   n_critic, batch = cfg.train.n_critic, cfg.train.batch_size
   # both check the data against the batches before anything is made
-  spec = loader = iterator = None
+  spec = loader = None
   if placement == 'device':
     spec = device_data.DrawSpec.for_mesh(
         len(source), mesh, n_critic=n_critic, batch_size=batch,

@@ -11,8 +11,10 @@ workdir, naming the holder, unless the holder is gone:
 - on any host, the lock was not renewed for `STALE_AFTER` seconds (a lost
   host, a frozen process; hosts' clocks are assumed to agree within that).
 
-A gone holder's lock is taken over, with a warning. In a multi-process run
-process 0 holds the lock for all.
+A gone holder's lock is taken over, with a warning (two runs that take over
+the same gone holder in the same instant may both start; the one whose lock
+was replaced logs that it no longer holds the workdir). In a multi-process
+run process 0 holds the lock for all.
 """
 
 from __future__ import annotations

@@ -60,11 +60,11 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def launch(workdir, *extra, overrides=None):
-  """Starts the processes of one multi-process run; returns them."""
+def start_processes(command, logs):
+  """Starts `command` (an argv after the interpreter) as the PROCESSES
+  processes of one jax.distributed job on loopback; output to
+  `<logs>-<port>-<index>.log`."""
   port = free_port()
-  settings = dict(OVERRIDES, **(overrides or {}))
-  args = [f'--config.{k}={v}' for k, v in settings.items()]
   processes = []
   for index in range(PROCESSES):
     env = dict(os.environ, JAX_PLATFORMS='cpu',
@@ -74,16 +74,23 @@ def launch(workdir, *extra, overrides=None):
         f for f in env.get('XLA_FLAGS', '').split() if 'device_count' not in f)
     # output to files: a full pipe would block a process, and with it the
     # others at their next collective
-    log = workdir.parent / f'{workdir.name}-{port}-{index}.log'
+    log = pathlib.Path(f'{logs}-{port}-{index}.log')
     with open(log, 'w') as out:
-      process = subprocess.Popen(
-          [sys.executable, '-m', 'qagan_jax.main', '--config=configs/demo.py',
-           f'--workdir={workdir}', '--distributed=on',
-           '--heartbeat_timeout=10', *args, *extra],
-          cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+      process = subprocess.Popen([sys.executable, *command], cwd=REPO_ROOT,
+                                 env=env, stdout=out, stderr=subprocess.STDOUT)
     process.log = log
     processes.append(process)
   return processes
+
+
+def launch(workdir, *extra, overrides=None):
+  """Starts the processes of one multi-process training run; returns them."""
+  settings = dict(OVERRIDES, **(overrides or {}))
+  args = [f'--config.{k}={v}' for k, v in settings.items()]
+  return start_processes(
+      ['-m', 'qagan_jax.main', '--config=configs/demo.py',
+       f'--workdir={workdir}', '--distributed=on', '--heartbeat_timeout=10',
+       *args, *extra], workdir.parent / workdir.name)
 
 
 def output(process) -> str:
@@ -204,24 +211,10 @@ def test_replicated_state_is_bitwise_equal_across_processes(tmp_path):
   after training steps, and after both processes fell back from a damaged
   checkpoint (tests/helpers/replicated_state.py), every leaf of the two
   processes' copies of the state is the same, bit for bit."""
-  port = free_port()
   workdir = tmp_path / 'run'
-  processes = []
-  for index in range(PROCESSES):
-    env = dict(os.environ, JAX_PLATFORMS='cpu',
-               JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
-               JAX_NUM_PROCESSES=str(PROCESSES), JAX_PROCESS_ID=str(index))
-    env['XLA_FLAGS'] = ' '.join(
-        f for f in env.get('XLA_FLAGS', '').split() if 'device_count' not in f)
-    log = tmp_path / f'process-{index}.log'
-    with open(log, 'w') as out:
-      process = subprocess.Popen(
-          [sys.executable, str(REPO_ROOT / 'tests' / 'helpers' /
-                               'replicated_state.py'),
-           str(workdir), str(tmp_path / 'state-')],
-          cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    process.log = log
-    processes.append(process)
+  processes = start_processes(
+      [str(REPO_ROOT / 'tests' / 'helpers' / 'replicated_state.py'),
+       str(workdir), str(tmp_path / 'state-')], tmp_path / 'process')
   finish(processes, timeout=120)
   text = output(processes[1])
   assert 'falling back to the previous one' in text, text[-3000:]

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from helpers.locks import hold_in_another_process
 from qagan_jax import checkpoints
 from qagan_jax import config as config_lib
 from qagan_jax import input_pipeline
@@ -181,7 +182,6 @@ def test_workdir_of_another_config_is_refused(trained_run, copy_run,
 
 def test_a_workdir_that_a_live_run_trains_in_is_refused(
     stopped_run, trained_run, copy_run, tiny_run_config):
-  from test_run_lock import hold_in_another_process  # pylint: disable=g-import-not-at-top
   assert not (trained_run / run_lock.LOCK_FILE).exists()   # released at the end
   workdir = copy_run(stopped_run)
   assert not (workdir / run_lock.LOCK_FILE).exists()       # and when stopped

@@ -2,32 +2,14 @@
 
 import json
 import os
-import pathlib
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
 
+from helpers.locks import hold_in_another_process
 from qagan_jax import run_lock
-
-HOLD = ('import sys, time\n'
-        'sys.path.insert(0, sys.argv[2])\n'
-        'import run_lock\n'
-        'run_lock.RunLock(sys.argv[1]).acquire()\n'
-        'print("held", flush=True)\n'
-        'time.sleep(600)\n')
-
-
-def hold_in_another_process(workdir):
-  """A live process holding `workdir`'s lock (run_lock alone: no jax)."""
-  package = pathlib.Path(run_lock.__file__).parent
-  holder = subprocess.Popen([sys.executable, '-c', HOLD, str(workdir),
-                             str(package)], stdout=subprocess.PIPE, text=True)
-  assert holder.stdout.readline().strip() == 'held'
-  return holder
 
 
 def write_lock(workdir, host, pid, age):

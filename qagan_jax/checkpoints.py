@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 
 import grain
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
+
+from qagan_jax import storage
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,12 @@ def _all_finite(leaves):
 
 
 class Checkpointer:
-  """Saves and restores (state, data iterator) under `directory`."""
+  """Saves and restores (state, data iterator) under `directory` (a local
+  path or a URL of qagan_jax.storage)."""
 
   def __init__(self, directory: str | os.PathLike, keep: int = 3):
     # orbax wants absolute paths
-    self.directory = os.path.abspath(os.fspath(directory))
+    self.directory = storage.workdir_path(directory)
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
@@ -102,7 +104,7 @@ class Checkpointer:
     for candidate in steps:
       items = {'state': ocp.args.StandardRestore(abstract_state)}
       if data_iterator is not None:
-        if os.path.isdir(os.path.join(self.directory, str(candidate), 'data')):
+        if (self.directory / str(candidate) / 'data').is_dir():
           items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
         else:
           log.warning(
@@ -146,13 +148,10 @@ class Checkpointer:
     same `steps`: they read the same files)."""
     several = jax.process_count() > 1
     if steps and jax.process_index() == 0:
-      aside = self.directory.rstrip(os.sep) + '.damaged'
-      os.makedirs(aside, exist_ok=True)
+      aside = self.directory.parent / (self.directory.name + '.damaged')
       for step in steps:
-        target = os.path.join(aside, str(step))
-        if os.path.exists(target):
-          shutil.rmtree(target)
-        shutil.move(os.path.join(self.directory, str(step)), target)
+        target = aside / str(step)
+        storage.move_tree(self.directory / str(step), target)
         log.warning('Moved the damaged checkpoint of step %d to %s.', step,
                     target)
     if several:

@@ -23,7 +23,6 @@ import functools
 import json
 import logging
 import math
-import pathlib
 import signal
 import threading
 import time
@@ -31,6 +30,7 @@ import time
 import jax
 import ml_collections
 import numpy as np
+from etils import epath
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -41,6 +41,7 @@ from qagan_jax import device_data
 from qagan_jax import input_pipeline
 from qagan_jax import reporting
 from qagan_jax import run_lock
+from qagan_jax import storage
 from qagan_jax import train
 from qagan_jax.evaluation import report
 
@@ -80,7 +81,7 @@ def structural_fields(config: ml_collections.ConfigDict) -> dict:
 
 
 def check_workdir(config: ml_collections.ConfigDict,
-                  workdir: pathlib.Path) -> None:
+                  workdir: epath.Path) -> None:
   """Refuses a workdir written by a config with other STRUCTURAL_FIELDS;
   records the config of a new run."""
   path = workdir / CONFIG_FILE
@@ -98,7 +99,7 @@ def check_workdir(config: ml_collections.ConfigDict,
     return
   workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
-    path.write_text(config.to_json(indent=1))
+    storage.write_text(path, config.to_json(indent=1))
 
 
 # --- sampling -----------------------------------------------------------------------
@@ -213,7 +214,7 @@ class PeerLostError(RuntimeError):
 class _Run:
   """Everything a run builds before its first step."""
   config: ml_collections.ConfigDict
-  workdir: pathlib.Path
+  workdir: epath.Path
   setup: train.Setup
   mesh: jax.sharding.Mesh
   checkpointer: checkpoints.Checkpointer
@@ -267,7 +268,7 @@ def _abstract_state(setup, mesh, seed):
 
 
 def _prepare(cfg, workdir) -> _Run:
-  workdir = pathlib.Path(workdir).absolute()
+  workdir = storage.workdir_path(workdir)
   # a missing dataset stops the run before the workdir is made
   source = input_pipeline.data_source(cfg.data, 'train')
   mesh = train.make_mesh()
@@ -294,7 +295,7 @@ def _prepare(cfg, workdir) -> _Run:
     raise
 
 
-def _hold_workdir(workdir: pathlib.Path) -> run_lock.RunLock | None:
+def _hold_workdir(workdir: epath.Path) -> run_lock.RunLock | None:
   """Process 0 takes the workdir's lock (run_lock.py), which it returns;
   every process raises WorkdirBusyError if another run holds it."""
   lock = error = None
@@ -465,12 +466,14 @@ def _train(run: _Run, stop_after, on_step) -> train.TrainState:
       if done % cfg.run.eval_every == 0 or done == total:
         evaluate(done)
       if done % cfg.run.checkpoint_every == 0 or done == total:
+        writer.flush()     # the metrics of the steps it holds, first
         run.checkpointer.save(done, state, run.data_position())
         last_saved = done
       stopped_by = requests.should_stop(done) or (
           'stop_after' if stop_after is not None and done >= stop_after
           else None)
       if stopped_by and last_saved != done:
+        writer.flush()
         run.checkpointer.save(done, state, run.data_position())
         last_saved = done
       if on_step is not None:
@@ -492,7 +495,7 @@ def _train(run: _Run, stop_after, on_step) -> train.TrainState:
 
 def restore_state(config: ml_collections.ConfigDict, workdir, step=None):
   """The train state of `workdir`'s newest (or `step`) checkpoint, and its step."""
-  workdir = pathlib.Path(workdir).absolute()
+  workdir = storage.workdir_path(workdir)
   if not (workdir / 'checkpoints').is_dir():
     raise FileNotFoundError(f'no checkpoints in {workdir}; train first, or '
                             'pass the --workdir of a trained run.')
@@ -510,32 +513,32 @@ def restore_state(config: ml_collections.ConfigDict, workdir, step=None):
 
 
 def sample(config: ml_collections.ConfigDict, workdir, num_samples: int = 64,
-           step: int | None = None, seed: int = 0) -> pathlib.Path:
+           step: int | None = None, seed: int = 0) -> epath.Path:
   """Writes `num_samples` EMA-generator samples as a PNG grid and an .npz."""
   setup, state, step = restore_state(config, workdir, step)
   sampler = make_sampler(setup, config.run.standing_stats_samples)
   images = generate(sampler, state, num_samples, seed, setup.latent_dim)
-  out = pathlib.Path(workdir) / 'samples'
+  out = storage.workdir_path(workdir) / 'samples'
   stem = out / f'sample_step{step:07d}_seed{seed}_n{num_samples}'
   if jax.process_index() == 0:
     reporting.save_png(reporting.image_grid(images), stem.with_suffix('.png'))
-    np.savez_compressed(stem.with_suffix('.npz'),
-                        images=input_pipeline.to_uint8(images), step=step,
-                        seed=seed)
+    storage.save_npz(stem.with_suffix('.npz'),
+                     images=input_pipeline.to_uint8(images), step=step,
+                     seed=seed)
   return stem.with_suffix('.png')
 
 
 
 def evaluate_run(config: ml_collections.ConfigDict, workdir,
                  step: int | None = None,
-                 num_samples: int | None = None) -> pathlib.Path:
+                 num_samples: int | None = None) -> epath.Path:
   """Evaluates a checkpoint's EMA generator; writes and returns a JSON report.
 
   The metrics of eval.metrics (`report.Evaluator`); `num_samples` defaults
   to eval.num_samples (50,000, as the paper). The report goes to
   `<workdir>/eval/step_<step>.json`.
   """
-  workdir = pathlib.Path(workdir).absolute()
+  workdir = storage.workdir_path(workdir)
   num_samples = num_samples or config.eval.num_samples
   evaluator = report.Evaluator(config, config.eval.metrics, num_samples,
                                cache_dir=workdir / 'reference')
@@ -553,6 +556,5 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir,
   }
   path = workdir / 'eval' / f'step_{step:07d}.json'
   if jax.process_index() == 0:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=1) + '\n')
+    storage.write_text(path, json.dumps(summary, indent=1) + '\n')
   return path

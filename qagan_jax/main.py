@@ -21,7 +21,6 @@ import os
 import pathlib
 import re
 import sys
-import tempfile
 
 from absl import app
 from absl import flags
@@ -34,7 +33,8 @@ _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, e.g. configs/cifar10_ssim.py.',
     lock_config=True)
 _WORKDIR = flags.DEFINE_string(
-    'workdir', None, 'Run directory (default: runs/<config file name>).')
+    'workdir', None, 'Run directory: a local path or a URL such as '
+    'gs://bucket/run (default: runs/<config file name>).')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'sample', 'evaluate'],
                           'What to do.')
 _NUM_SAMPLES = flags.DEFINE_integer(
@@ -123,23 +123,6 @@ def _parse_flags(argv):
              f'{type(error).__name__}: {error}')
 
 
-def _workdir_problem(workdir: pathlib.Path) -> str | None:
-  """Why `workdir` cannot hold a run, or None (nothing is created here)."""
-  if workdir.exists() and not workdir.is_dir():
-    return f'--workdir={workdir} is a file, not a directory.'
-  existing = workdir
-  while not existing.exists():
-    existing = existing.parent
-  if not existing.is_dir():
-    return f'--workdir={workdir}: {existing} is a file, not a directory.'
-  try:   # what the disk says, read-only mounts included
-    os.rmdir(tempfile.mkdtemp(prefix='.qagan_jax_probe_', dir=existing))
-  except OSError as error:
-    return (f'--workdir={workdir}: {existing} is not writable ({error.strerror}'
-            '); pass a --workdir on a writable disk.')
-  return None
-
-
 def _maybe_initialize_distributed(mode: str, heartbeat_timeout: int) -> None:
   import jax  # pylint: disable=g-import-not-at-top
   env = os.environ
@@ -200,7 +183,8 @@ def main(argv):
       pathlib.Path('runs') / pathlib.Path(
           config_flags.get_config_filename(flags.FLAGS['config']).split(':')[0]
       ).stem)
-  problem = _workdir_problem(pathlib.Path(workdir).absolute())
+  from qagan_jax import storage  # pylint: disable=g-import-not-at-top
+  problem = storage.workdir_problem(workdir)
   if problem:
     sys.exit(f'qagan_jax: {problem}')
   _maybe_initialize_distributed(_DISTRIBUTED.value, _HEARTBEAT.value)

@@ -1,7 +1,8 @@
 """What a run shows: metrics (JSON lines and TensorBoard), a progress bar, image grids, loss curves.
 
 TensorBoard event files are written with tensorboardX, which needs no
-TensorFlow. All files go under the run's workdir:
+TensorFlow. All files go under the run's workdir (a local path or a URL of
+qagan_jax.storage):
 
   metrics.jsonl          one JSON object per logged step
   tensorboard/           scalars and sample grids
@@ -11,17 +12,19 @@ TensorFlow. All files go under the run's workdir:
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
-import pathlib
 import sys
 import time
 
 import numpy as np
+from etils import epath
 from PIL import Image
 
 from qagan_jax import input_pipeline
+from qagan_jax import storage
 
 
 def image_grid(images: np.ndarray, padding: int = 1) -> np.ndarray:
@@ -40,34 +43,43 @@ def image_grid(images: np.ndarray, padding: int = 1) -> np.ndarray:
 
 
 def save_png(array: np.ndarray, path: str | os.PathLike) -> None:
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
+  """Saves a uint8 `[H, W, C]` image as PNG at any path of storage."""
+  buffer = io.BytesIO()
   Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(
-      path)
+      buffer, format='png')
+  storage.write_bytes(epath.Path(path), buffer.getvalue())
 
 
 class MetricWriter:
   """Writes scalars to metrics.jsonl and TensorBoard, images to TensorBoard.
 
   On resume from step s, lines and events of steps after s (written before an
-  interruption, and about to be written again) are dropped.
+  interruption, and about to be written again) are dropped. A local
+  metrics.jsonl is appended to line by line; on an object store (no append)
+  the file is rewritten whole, at most every `upload_every` seconds and at
+  every `flush()` (the loop flushes before each checkpoint, so that the
+  lines of the steps a checkpoint holds are never lost).
   """
 
   def __init__(self, workdir: str | os.PathLike, resume_step: int = 0,
-               enabled: bool = True):
+               enabled: bool = True, upload_every: float = 30.0):
     self.enabled = enabled
-    self.path = pathlib.Path(workdir) / 'metrics.jsonl'
+    self.path = epath.Path(workdir) / 'metrics.jsonl'
     self._tensorboard = None
+    self._append = not storage.is_url(self.path)
+    self._upload_every = upload_every
+    self._lines, self._dirty, self._uploaded = [], False, time.monotonic()
     if not enabled:
       return
-    self.path.parent.mkdir(parents=True, exist_ok=True)
     if self.path.exists():
-      kept = [line for line in self.path.read_text().splitlines()
-              if line.strip() and json.loads(line)['step'] <= resume_step]
-      self.path.write_text(''.join(line + '\n' for line in kept))
+      self._lines = [line for line in self.path.read_text().splitlines()
+                     if line.strip() and json.loads(line)['step'] <= resume_step]
+      storage.write_text(self.path, ''.join(l + '\n' for l in self._lines))
+    else:
+      self.path.parent.mkdir(parents=True, exist_ok=True)
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
     self._tensorboard = SummaryWriter(
-        str(pathlib.Path(workdir) / 'tensorboard'),
+        os.fspath(epath.Path(workdir) / 'tensorboard'),
         purge_step=resume_step + 1 if resume_step else None)
 
   def scalars(self, step: int, values: dict) -> None:
@@ -75,8 +87,15 @@ class MetricWriter:
       return
     record = {'step': int(step), 'time': time.time()}
     record.update({k: float(v) for k, v in values.items()})
-    with self.path.open('a') as f:
-      f.write(json.dumps(record) + '\n')
+    line = json.dumps(record)
+    self._lines.append(line)
+    if self._append:
+      with self.path.open('a') as f:
+        f.write(line + '\n')
+    else:
+      self._dirty = True
+      if time.monotonic() - self._uploaded > self._upload_every:
+        self.flush()
     for name, value in values.items():
       self._tensorboard.add_scalar(name, float(value), step)
 
@@ -84,13 +103,22 @@ class MetricWriter:
     if self.enabled:
       self._tensorboard.add_image(name, image, step, dataformats='HWC')
 
+  def flush(self) -> None:
+    """Puts every line and event written so far in the workdir."""
+    if self._dirty:
+      storage.write_text(self.path, ''.join(l + '\n' for l in self._lines))
+      self._dirty, self._uploaded = False, time.monotonic()
+    if self._tensorboard is not None:
+      self._tensorboard.flush()
+
   def close(self) -> None:
+    self.flush()
     if self._tensorboard is not None:
       self._tensorboard.close()
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict]:
-  path = pathlib.Path(workdir) / 'metrics.jsonl'
+  path = epath.Path(workdir) / 'metrics.jsonl'
   if not path.exists():
     return []
   return [json.loads(line) for line in path.read_text().splitlines()
@@ -98,7 +126,7 @@ def read_metrics(workdir: str | os.PathLike) -> list[dict]:
 
 
 def plot_loss_curves(workdir: str | os.PathLike,
-                     out: str | os.PathLike | None = None) -> pathlib.Path | None:
+                     out: str | os.PathLike | None = None) -> epath.Path | None:
   """Plots the run's losses and penalties to loss_curves.png (matplotlib)."""
   records = read_metrics(workdir)
   if not records:
@@ -140,9 +168,11 @@ def plot_loss_curves(workdir: str | os.PathLike,
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
   fig.tight_layout()
-  out = pathlib.Path(out or pathlib.Path(workdir) / 'loss_curves.png')
-  fig.savefig(out, dpi=90)
+  out = epath.Path(out or epath.Path(workdir) / 'loss_curves.png')
+  buffer = io.BytesIO()
+  fig.savefig(buffer, dpi=90, format='png')
   plt.close(fig)
+  storage.write_bytes(out, buffer.getvalue())
   return out
 
 

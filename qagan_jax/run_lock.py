@@ -1,10 +1,13 @@
 """One training run per workdir: a lock file that names its holder and is renewed while the run lives.
 
-`<workdir>/run.lock` is created exclusively (O_CREAT | O_EXCL, atomic on
-local filesystems and NFS v3+) by the run that trains there, and holds its
-host, process id and start time as JSON. A thread renews the file's
-modification time every `RENEW_EVERY` seconds. A second run refuses the
-workdir, naming the holder, unless the holder is gone:
+`<workdir>/run.lock` is created exclusively by the run that trains there,
+and holds its host, process id and start time as JSON: on a local
+filesystem with O_CREAT | O_EXCL (atomic on local filesystems and NFS v3+),
+on Google Cloud Storage as an object uploaded only if none exists
+(`ifGenerationMatch=0`, atomic), elsewhere (other fsspec URLs) by a check
+then a write (not atomic). A thread renews it every `RENEW_EVERY` seconds
+(the file's modification time; a re-upload of the object). A second run
+refuses the workdir, naming the holder, unless the holder is gone:
 
 - on the same host, its process no longer exists (a killed run is noticed
   at once);
@@ -24,10 +27,13 @@ import datetime
 import json
 import logging
 import os
-import pathlib
 import socket
 import threading
 import time
+
+from etils import epath
+
+from qagan_jax import storage
 
 log = logging.getLogger(__name__)
 LOCK_FILE = 'run.lock'
@@ -55,16 +61,141 @@ def _me() -> Holder:
                     timespec='seconds'))
 
 
-def _read(path: pathlib.Path) -> tuple[Holder | None, float]:
-  """The holder written in `path` (None if unreadable) and the seconds
-  since it was renewed; raises FileNotFoundError if there is none."""
-  age = time.time() - path.stat().st_mtime
+def _parse(data: bytes) -> Holder | None:
+  """The holder written in a lock, or None if unreadable."""
   try:
-    fields = json.loads(path.read_text())
+    fields = json.loads(data)
     return Holder(str(fields['host']), int(fields['pid']),
-                  str(fields['since'])), age
+                  str(fields['since']))
   except (ValueError, KeyError, TypeError):
-    return None, age     # being written, or damaged: judged by its age
+    return None     # being written, or damaged: judged by its age
+
+
+class _LocalFile:
+  """The lock as a local (or NFS) file."""
+
+  def __init__(self, path: epath.Path):
+    self.path = os.fspath(path)
+
+  def create(self, data: bytes) -> bool:
+    """Writes `data` if there is no lock; False if there is one."""
+    try:
+      fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+      return False
+    with os.fdopen(fd, 'wb') as out:
+      out.write(data)
+    return True
+
+  def read(self) -> tuple[bytes, float]:
+    """(contents, seconds since renewed); FileNotFoundError if none."""
+    age = time.time() - os.stat(self.path).st_mtime
+    with open(self.path, 'rb') as f:
+      return f.read(), age
+
+  def renew(self) -> bool:
+    os.utime(self.path)
+    return True
+
+  def remove(self) -> None:
+    try:
+      os.remove(self.path)
+    except FileNotFoundError:
+      pass
+
+
+class _GcsObject:
+  """The lock as a Cloud Storage object; generations make it atomic."""
+
+  def __init__(self, path: epath.Path):
+    from google.api_core import exceptions  # pylint: disable=g-import-not-at-top
+    from google.cloud import storage as gcs  # pylint: disable=g-import-not-at-top
+    from google.cloud.storage import retry  # pylint: disable=g-import-not-at-top
+    bucket, name = os.fspath(path).removeprefix('gs://').split('/', 1)
+    self._exceptions = exceptions
+    # an unreachable store fails within a minute, rather than retrying on
+    self._retry = retry.DEFAULT_RETRY.with_timeout(60)
+    self._bucket = gcs.Client().bucket(bucket)
+    self._name = name
+    self._data = b''
+    self._generation = None      # of the object this process wrote last
+    self._seen = None            # of the object this process read last
+
+  def create(self, data: bytes) -> bool:
+    blob = self._bucket.blob(self._name)
+    try:
+      blob.upload_from_string(data, if_generation_match=0, retry=self._retry)
+    except self._exceptions.PreconditionFailed:
+      # an upload that succeeded, retried after its reply was lost, fails
+      # its precondition on its own object
+      found = self._bucket.get_blob(self._name, retry=self._retry)
+      if found is None or found.download_as_bytes(retry=self._retry) != data:
+        return False
+      blob = found
+    self._data, self._generation = data, blob.generation
+    return True
+
+  def read(self) -> tuple[bytes, float]:
+    blob = self._bucket.get_blob(self._name, retry=self._retry)
+    if blob is None:
+      raise FileNotFoundError(f'gs://{self._bucket.name}/{self._name}')
+    self._seen = blob.generation
+    age = time.time() - blob.updated.timestamp()
+    return blob.download_as_bytes(retry=self._retry), age
+
+  def renew(self) -> bool:
+    """Re-uploads the lock unless another run replaced it (False then)."""
+    blob = self._bucket.blob(self._name)
+    try:
+      blob.upload_from_string(self._data, retry=self._retry,
+                              if_generation_match=self._generation)
+    except self._exceptions.PreconditionFailed:
+      return False
+    self._generation = blob.generation
+    return True
+
+  def remove(self) -> None:
+    """Deletes the object last read or written (not a newer one)."""
+    try:
+      self._bucket.blob(self._name).delete(
+          if_generation_match=self._seen or self._generation,
+          retry=self._retry)
+    except (self._exceptions.NotFound, self._exceptions.PreconditionFailed):
+      pass
+
+
+class _OtherUrl:
+  """The lock on another fsspec store: check, then write (not atomic)."""
+
+  def __init__(self, path: epath.Path):
+    self.path = epath.Path(path)
+
+  def create(self, data: bytes) -> bool:
+    if self.path.exists():
+      return False
+    self.path.write_bytes(data)
+    return True
+
+  def read(self) -> tuple[bytes, float]:
+    data = self.path.read_bytes()
+    return data, time.time() - self.path.stat().mtime
+
+  def renew(self) -> bool:
+    self.path.write_bytes(self.path.read_bytes())
+    return True
+
+  def remove(self) -> None:
+    try:
+      self.path.unlink()
+    except FileNotFoundError:
+      pass
+
+
+def _store(path: epath.Path):
+  kind = storage.scheme(path)
+  if kind is None:
+    return _LocalFile(path)
+  return _GcsObject(path) if kind == 'gs' else _OtherUrl(path)
 
 
 def _gone(holder: Holder | None, age: float, stale_after: float) -> str:
@@ -86,7 +217,7 @@ class RunLock:
 
   def __init__(self, workdir, *, renew_every: float = RENEW_EVERY,
                stale_after: float = STALE_AFTER):
-    self.path = pathlib.Path(workdir) / LOCK_FILE
+    self.path = storage.workdir_path(workdir) / LOCK_FILE
     self.renew_every = renew_every
     self.stale_after = stale_after
     self.holder = None
@@ -96,15 +227,15 @@ class RunLock:
   def acquire(self) -> RunLock:
     """Takes the lock; raises WorkdirBusyError naming a live holder."""
     self.path.parent.mkdir(parents=True, exist_ok=True)
+    self._store = _store(self.path)
     for _ in range(3):       # a gone holder's lock is removed, then retried
       me = _me()
-      try:
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-      except FileExistsError:
+      if not self._store.create(json.dumps(dataclasses.asdict(me)).encode()):
         try:
-          holder, age = _read(self.path)
+          data, age = self._store.read()
         except FileNotFoundError:
           continue           # released meanwhile
+        holder = _parse(data)
         why = _gone(holder, age, self.stale_after)
         if not why:
           who = (holder.describe() if holder is not None
@@ -119,13 +250,8 @@ class RunLock:
         log.warning('Taking over %s from %s: %s.', self.path,
                     holder.describe() if holder else 'an unreadable lock',
                     why)
-        try:
-          self.path.unlink()
-        except FileNotFoundError:
-          pass
+        self._store.remove()
         continue
-      with os.fdopen(fd, 'w') as out:
-        json.dump(dataclasses.asdict(me), out)
       self.holder = me
       self._thread = threading.Thread(target=self._renew, daemon=True,
                                       name='qagan_jax run lock')
@@ -136,19 +262,19 @@ class RunLock:
 
   def _mine(self) -> bool:
     try:
-      return _read(self.path)[0] == self.holder
+      return _parse(self._store.read()[0]) == self.holder
     except FileNotFoundError:
       return False
 
   def _renew(self):
     while not self._stop.wait(self.renew_every):
-      if not self._mine():
-        log.warning('%s was removed or taken by another run; this run no '
-                    'longer holds its workdir.', self.path)
-        return
       try:
-        os.utime(self.path)
-      except OSError as error:    # a full or lost filesystem: try again
+        if not self._mine() or not self._store.renew():
+          log.warning('%s was removed or taken by another run; this run no '
+                      'longer holds its workdir.', self.path)
+          return
+      except Exception as error:  # pylint: disable=broad-except
+        # a full or unreachable store: try again at the next renewal
         log.warning('Could not renew %s: %s', self.path, error)
 
   def release(self) -> None:
@@ -159,7 +285,7 @@ class RunLock:
     if self._thread is not None:
       self._thread.join()
     if self._mine():
-      self.path.unlink()
+      self._store.remove()
     self.holder = None
 
   def __enter__(self):

@@ -34,16 +34,7 @@ def checkpoint_steps(workdir):
                 if p.name.isdigit())
 
 
-def run_command_lines(cases, tmp_path):
-  """[(exit status, stdout, stderr)] of each case ({'argv', 'cwd', 'env'})
-  through the real main, in one process that forks a child per command
-  line (tests/helpers/command_lines.py): the imports are paid once."""
-  cases_file, results_file = tmp_path / 'cases.json', tmp_path / 'results.json'
-  cases_file.write_text(json.dumps(cases))
-  subprocess.run([sys.executable, str(REPO_ROOT / 'tests' / 'helpers' /
-                                      'command_lines.py'), str(cases_file),
-                  str(results_file)], cwd=REPO_ROOT, check=True, timeout=600)
-  return json.loads(results_file.read_text())
+run_command_lines = runs.command_lines
 
 
 @pytest.mark.slow

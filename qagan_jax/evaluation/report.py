@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import pathlib
 import time
 
 import numpy as np
+from etils import epath
 
 from qagan_jax import input_pipeline
+from qagan_jax import storage
 from qagan_jax.evaluation import inception
 from qagan_jax.evaluation import metrics as metrics_lib
 from qagan_jax.evaluation import offline
@@ -101,7 +102,7 @@ class Evaluator:
     self.config = config
     self.metrics = tuple(metrics)
     self.num_samples = num_samples
-    self.cache_dir = pathlib.Path(cache_dir) if cache_dir else None
+    self.cache_dir = storage.workdir_path(cache_dir) if cache_dir else None
     self.extractor = None
     self._weights_digest = None
     if set(self.metrics) & set(INCEPTION_METRICS):
@@ -119,7 +120,7 @@ class Evaluator:
 
   # -- references, computed once ------------------------------------------------------
 
-  def _cache_path(self, kind: str, count: int) -> pathlib.Path | None:
+  def _cache_path(self, kind: str, count: int) -> epath.Path | None:
     if self.cache_dir is None:
       return None
     data = self.config.data
@@ -164,11 +165,11 @@ class Evaluator:
     count = self.config.eval.reference_samples
     path = self._cache_path('inception', count)
     if path is not None and path.is_file():
-      with np.load(path) as stored:
-        self._inception_reference = (
-            metrics_lib.GaussianStats(stored['mean'], stored['cov'],
-                                      int(stored['count'])),
-            stored['kid_features'])
+      stored = storage.load_npz(path)
+      self._inception_reference = (
+          metrics_lib.GaussianStats(stored['mean'], stored['cov'],
+                                    int(stored['count'])),
+          stored['kid_features'])
       log.info('Reference Inception statistics from %s.', path)
       return self._inception_reference
     start = time.perf_counter()
@@ -181,9 +182,8 @@ class Evaluator:
     stats = metrics_lib.GaussianStats.of(features)
     kid_features = features[:KID_REFERENCE_ROWS]
     if path is not None:
-      path.parent.mkdir(parents=True, exist_ok=True)
-      np.savez(path, mean=stats.mean, cov=stats.cov, count=stats.count,
-               kid_features=kid_features)
+      storage.save_npz(path, compress=False, mean=stats.mean, cov=stats.cov,
+                       count=stats.count, kid_features=kid_features)
     log.info('Reference Inception statistics of %d images in %.0f s%s.',
              len(features), time.perf_counter() - start,
              f', cached in {path}' if path else '')

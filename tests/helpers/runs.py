@@ -10,7 +10,15 @@ cache of tests/conftest.py serves the rest).
 
 from __future__ import annotations
 
+import json
+import pathlib
+import subprocess
+import sys
+
 import ml_collections
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+DEMO = str(REPO_ROOT / 'configs' / 'demo.py')
 
 NUM_ITERS = 6
 TINY = {
@@ -55,3 +63,15 @@ def tiny_flags(**overrides) -> list[str]:
   """The command-line flags of `tiny_config(**overrides)` on configs/demo.py."""
   settings = TINY | {k.replace('__', '.'): v for k, v in overrides.items()}
   return [f'--config.{path}={value}' for path, value in settings.items()]
+
+
+def command_lines(cases, tmp_path) -> list:
+  """[(exit status, stdout, stderr)] of each case ({'argv', 'cwd', 'env'})
+  through the real main, in one process that forks a child per command
+  line (tests/helpers/command_lines.py): the imports are paid once."""
+  cases_file, results_file = tmp_path / 'cases.json', tmp_path / 'results.json'
+  cases_file.write_text(json.dumps(cases))
+  subprocess.run([sys.executable, str(REPO_ROOT / 'tests' / 'helpers' /
+                                      'command_lines.py'), str(cases_file),
+                  str(results_file)], cwd=REPO_ROOT, check=True, timeout=600)
+  return json.loads(results_file.read_text())

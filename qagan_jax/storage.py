@@ -1,0 +1,153 @@
+"""Where a run's files go: a local folder or any URL of orbax's path layer (gs://, s3://).
+
+A workdir is an `etils.epath.Path`, the path type orbax itself writes
+checkpoints through: a local path (made absolute), or a URL that epath
+hands to fsspec (`gs://bucket/run` needs the `gcs` extra: gcsfs, and
+google-cloud-storage for TensorBoard's event files and the run lock).
+Object stores have no append and no rename of a folder in one step; the
+helpers here write whole files, and callers rewrite small files (the
+metrics) rather than append to them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import os
+import shutil
+import uuid
+
+import numpy as np
+from etils import epath
+
+
+def workdir_path(workdir: str | os.PathLike) -> epath.Path:
+  """`workdir` as an epath.Path: a URL as given, a local path absolute.
+  Raises ValueError for a URL scheme epath does not know."""
+  text = os.fspath(workdir)
+  if is_url(text):
+    try:
+      return epath.Path(text)
+    except KeyError:
+      raise ValueError(
+          f'{text}: {scheme(text)}:// is not a storage this package can '
+          'write to; use a local path or a gs://, s3://, az:// or hf:// '
+          'URL (etils.epath, as orbax).') from None
+  return epath.Path(os.path.abspath(os.path.expanduser(text)))
+
+
+def is_url(path: str | os.PathLike) -> bool:
+  """Whether `path` names remote storage (`scheme://...`), not a local file."""
+  return '://' in os.fspath(path)
+
+
+def scheme(path: str | os.PathLike) -> str | None:
+  """'gs', 's3', ... for a URL; None for a local path."""
+  text = os.fspath(path)
+  return text.split('://', 1)[0] if is_url(text) else None
+
+
+def write_bytes(path: epath.Path, data: bytes) -> None:
+  """Writes `data` to `path` whole (its folder made first). Local files are
+  written beside and renamed, so that a reader never sees half a file."""
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  if is_url(path):          # an object appears whole when its upload ends
+    path.write_bytes(data)
+    return
+  partial = path.parent / f'.{path.name}.{uuid.uuid4().hex[:8]}.partial'
+  try:
+    partial.write_bytes(data)
+    os.replace(partial, path)
+  finally:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(partial)
+
+
+def write_text(path: epath.Path, text: str) -> None:
+  write_bytes(path, text.encode())
+
+
+def save_npz(path: epath.Path, compress: bool = True, **arrays) -> None:
+  """np.savez_compressed (np.savez if not `compress`) to any path."""
+  buffer = io.BytesIO()
+  (np.savez_compressed if compress else np.savez)(buffer, **arrays)
+  write_bytes(path, buffer.getvalue())
+
+
+def load_npz(path: epath.Path) -> dict[str, np.ndarray]:
+  """The arrays of an .npz file at any path, read at once."""
+  with np.load(io.BytesIO(epath.Path(path).read_bytes())) as stored:
+    return {name: stored[name] for name in stored.files}
+
+
+def move_tree(source: epath.Path, target: epath.Path) -> None:
+  """Moves the folder `source` to `target` (replacing it), on one store."""
+  source, target = epath.Path(source), epath.Path(target)
+  if target.exists():
+    target.rmtree()
+  target.parent.mkdir(parents=True, exist_ok=True)
+  if is_url(source):
+    source.rename(target)   # fsspec: copy then delete, object by object
+  else:
+    shutil.move(os.fspath(source), os.fspath(target))
+
+
+def workdir_problem(workdir: str | os.PathLike) -> str | None:
+  """Why `workdir` cannot hold a run, or None. Local: nothing is created
+  (a folder is made and removed in its nearest existing parent); a URL:
+  a probe object is written and deleted, which also checks the bucket
+  exists and the credentials may write."""
+  try:
+    workdir = workdir_path(workdir)
+  except ValueError as error:
+    return f'--workdir={error}'
+  if is_url(workdir):
+    probe = workdir / f'.qagan_jax_probe_{uuid.uuid4().hex[:8]}'
+    try:
+      probe.write_bytes(b'')
+      probe.unlink()
+    except ImportError as error:
+      return (f'--workdir={workdir}: {scheme(workdir)}:// paths need '
+              f'{error.name or "a filesystem package"} '
+              '(pip install "qagan_jax[gcs]" for gs://).')
+    except Exception as error:  # pylint: disable=broad-except
+      # fsspec's backends raise their own types (permissions, no bucket,
+      # no credentials)
+      first = (str(error).splitlines() or [''])[0][:300]
+      return (f'--workdir={workdir} is not writable: {type(error).__name__}: '
+              f'{first}. Check the bucket exists and that your credentials '
+              'may write to it.')
+    return None
+  path = os.fspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    return f'--workdir={workdir} is a file, not a directory.'
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    return f'--workdir={workdir}: {existing} is a file, not a directory.'
+  try:   # what the disk says, read-only mounts included
+    probe = os.path.join(existing, f'.qagan_jax_probe_{uuid.uuid4().hex[:8]}')
+    os.mkdir(probe)
+    os.rmdir(probe)
+  except OSError as error:
+    return (f'--workdir={workdir}: {existing} is not writable ({error.strerror}'
+            '); pass a --workdir on a writable disk.')
+  return None
+
+
+def is_out_of_space(error: BaseException) -> bool:
+  """Whether `error`, or one it was raised from, is a full disk (ENOSPC,
+  EDQUOT)."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC,
+                                                      errno.EDQUOT):
+      return True
+    if 'No space left on device' in str(error):   # wrapped by a library
+      return True
+    error = error.__cause__ or error.__context__
+  return False

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import sys
 
 import grain
+import numpy as np
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
@@ -28,6 +31,37 @@ log = logging.getLogger(__name__)
 
 class NonFiniteStateError(RuntimeError):
   """The train state holds NaN or inf: training diverged."""
+
+
+class DiskFullError(OSError):
+  """The workdir's disk has no room for what the run must write."""
+
+
+def _megabytes(count: int) -> str:
+  return f'{count / 2**20:.1f} MB'
+
+
+def folder_bytes(path) -> int:
+  """Bytes of the files under a local folder (0 if it does not exist)."""
+  total = 0
+  for root, _, files in os.walk(os.fspath(path)):
+    for name in files:
+      try:
+        total += os.lstat(os.path.join(root, name)).st_size
+      except FileNotFoundError:
+        pass
+  return total
+
+
+def free_bytes(path) -> int | None:
+  """Free bytes on the local filesystem of `path` (its nearest existing
+  parent); None for a URL (object stores do not fill)."""
+  if storage.is_url(path):
+    return None
+  existing = os.fspath(path)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  return shutil.disk_usage(existing).free
 
 
 def non_finite_leaves(tree) -> list[str]:
@@ -51,17 +85,71 @@ def _all_finite(leaves):
   return jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])
 
 
+def _out_of_space_text(text: str) -> bool:
+  return 'No space left on device' in text or "os_error_code='28'" in text
+
+
+class _OrbaxOutOfSpace(logging.Filter):
+  """Drops orbax's logs of a write that failed for a full disk: the run
+  reports it once itself (Checkpointer.disk_full)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if 'orbax' not in record.pathname:
+      return True
+    text = record.getMessage()
+    if record.exc_info and record.exc_info[1] is not None:
+      text += str(record.exc_info[1])
+    return not _out_of_space_text(text)
+
+
+class _QuietAbandonedWrites:
+  """While installed, drops what tensorstore reports (through
+  sys.unraisablehook) of the writes still in flight when a save fails:
+  "RuntimeError: Event loop is closed", once per write, after the failure
+  itself has been raised; and orbax's own logs of the failure."""
+
+  def __init__(self):
+    self._previous = None
+    self._filter = _OrbaxOutOfSpace()
+
+  def install(self):
+    self._previous = sys.unraisablehook
+    sys.unraisablehook = self._hook
+    logging.getLogger('absl').addFilter(self._filter)
+
+  def _hook(self, unraisable):
+    if (unraisable.exc_type is RuntimeError
+        and str(unraisable.exc_value) == 'Event loop is closed'):
+      return
+    self._previous(unraisable)
+
+  def uninstall(self):
+    if self._previous is not None and sys.unraisablehook == self._hook:
+      sys.unraisablehook = self._previous
+    logging.getLogger('absl').removeFilter(self._filter)
+
+
 class Checkpointer:
   """Saves and restores (state, data iterator) under `directory` (a local
   path or a URL of qagan_jax.storage)."""
 
-  def __init__(self, directory: str | os.PathLike, keep: int = 3):
+  def __init__(self, directory: str | os.PathLike, keep: int = 3,
+               training: bool = False):
+    """`training`: for the run that trains here (it holds the workdir's
+    lock): removes the partial checkpoints of a run killed while saving,
+    and keeps the reports of a save that fails for a full disk to one
+    message (`disk_full`)."""
     # orbax wants absolute paths
     self.directory = storage.workdir_path(directory)
     self.manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, cleanup_tmp_directories=training),
         item_names=('state', 'data'))
+    self._saving = None      # the step being written in the background
+    self._quiet = _QuietAbandonedWrites()
+    if training:
+      self._quiet.install()
 
   def all_steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
@@ -78,10 +166,80 @@ class Checkpointer:
           f'the train state holds NaN or inf at step {step} (in '
           f'{", ".join(bad[:4])}{" ..." if len(bad) > 4 else ""}); it was not '
           'saved, and earlier checkpoints are intact.')
+    self.wait()     # the previous save, whose room the check below counts
+    self._check_room(step, state)
     items = {'state': ocp.args.StandardSave(state)}
     if data_iterator is not None:
       items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
-    self.manager.save(step, force=True, args=ocp.args.Composite(**items))
+    try:
+      self.manager.save(step, force=True, args=ocp.args.Composite(**items))
+    except Exception as error:  # pylint: disable=broad-except
+      if storage.is_out_of_space(error):
+        raise self.disk_full(f'the checkpoint of step {step}',
+                             self._room_needed(state), step) from None
+      raise
+    self._saving = step
+
+  def _room_needed(self, state=None) -> int:
+    """Bytes a new checkpoint takes: the newest one's size on disk, or
+    before there is one the state's own size and a tenth for metadata."""
+    self.manager.reload()       # the complete ones, as on disk
+    steps = self.manager.all_steps()
+    on_disk = folder_bytes(self.directory / str(max(steps))) if steps else 0
+    in_memory = 0 if state is None else sum(
+        np.dtype(leaf.dtype).itemsize * int(np.prod(leaf.shape))
+        for leaf in jax.tree_util.tree_leaves(state))
+    if on_disk:
+      return on_disk + 2**16
+    return int(in_memory * 1.1) + 2**16
+
+  def _check_room(self, step: int, state) -> None:
+    """Raises DiskFullError, before writing anything, where a local disk
+    has no room for the checkpoint (on every process if one has none)."""
+    free = free_bytes(self.directory)
+    needed = self._room_needed(state) if free is not None else 0
+    room = free is None or free >= needed
+    if jax.process_count() > 1:
+      room = bool(np.min(multihost_utils.process_allgather(np.int32(room))))
+    if not room:
+      raise self.disk_full(f'the checkpoint of step {step}', needed, step)
+
+  def disk_full(self, what: str, needed: int | None = None,
+                step: int | None = None) -> DiskFullError:
+    """The error of a full disk: `what` could not be written (the
+    checkpoint of `step`, or another file), and what to free."""
+    free = free_bytes(self.directory) or 0
+    needed = self._room_needed() if needed is None else needed
+    self.manager.reload()
+    steps = [s for s in self.manager.all_steps() if step is None or s < step]
+    newest = (f'the newest checkpoint, of step {max(steps)}, is intact'
+              if steps else 'there is no earlier checkpoint')
+    free_up = (f'Free at least {_megabytes(needed - free)} there'
+               if needed > free else 'Free space there')
+    return DiskFullError(
+        f'the disk of {self.directory.parent} is full: could not write '
+        f'{what} ({_megabytes(free)} free; a checkpoint of this run needs '
+        f'about {_megabytes(needed)}). Nothing else was lost: {newest}. '
+        f'{free_up} (or lower run.keep_checkpoints) and run the same command '
+        'to resume.')
+
+  def abandon(self) -> None:
+    """After a failed save: stops orbax's threads without raising, and
+    removes the partial checkpoints."""
+    for finish in (self.manager.wait_until_finished, self.manager.close):
+      try:
+        finish()
+      except Exception:  # pylint: disable=broad-except
+        pass   # the failure already reported
+    self.discard_partial()
+
+  def discard_partial(self) -> None:
+    """Removes the partial checkpoints of saves that failed (process 0)."""
+    if jax.process_index() != 0 or not self.directory.exists():
+      return
+    for path in self.directory.iterdir():
+      if '.orbax-checkpoint-tmp' in path.name:
+        path.rmtree()
 
   def restore(self, abstract_state, data_iterator=None,
               step: int | None = None):
@@ -160,7 +318,16 @@ class Checkpointer:
       self.manager.reload()
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    """Waits for the save in progress; DiskFullError if the disk filled."""
+    try:
+      self.manager.wait_until_finished()
+    except Exception as error:  # pylint: disable=broad-except
+      if storage.is_out_of_space(error):
+        step, self._saving = self._saving, None
+        raise self.disk_full(f'the checkpoint of step {step}',
+                             step=step) from None
+      raise
 
   def close(self) -> None:
     self.manager.close()
+    self._quiet.uninstall()

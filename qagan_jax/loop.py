@@ -23,6 +23,7 @@ import functools
 import json
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -246,13 +247,20 @@ class _Run:
 
   def close(self, finish_saves: bool = True):
     """Stops the input; finishes the checkpoints being written, unless
-    another process is lost (its part of the save would never come)."""
+    another process is lost (its part of the save would never come) or a
+    save failed (its partial checkpoint is removed)."""
     if self.feed is not None:
       self.feed.close()
     try:
       if finish_saves:
-        self.checkpointer.wait()
+        try:
+          self.checkpointer.wait()
+        except checkpoints.DiskFullError:
+          self.checkpointer.abandon()
+          raise
         self.checkpointer.close()
+      else:
+        self.checkpointer.abandon()
     finally:
       if self.lock is not None:
         self.lock.release()
@@ -326,7 +334,8 @@ def _start(cfg, workdir, lock, source, mesh, placement, why, spec,
   if loader is not None:
     iterator = iter(loader)
   checkpointer = checkpoints.Checkpointer(workdir / 'checkpoints',
-                                          cfg.run.keep_checkpoints)
+                                          cfg.run.keep_checkpoints,
+                                          training=True)
   restored = checkpointer.restore(_abstract_state(setup, mesh, cfg.seed),
                                   iterator)
   if restored is not None:
@@ -376,9 +385,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
       benchmarks).
   """
   run = _prepare(config, workdir)
-  peer_lost = False
+  peer_lost = disk_full = False
   try:
     return _train(run, stop_after, on_step)
+  except checkpoints.DiskFullError:
+    disk_full = True
+    raise
+  except OSError as error:
+    if not storage.is_out_of_space(error):
+      raise
+    disk_full = True     # metrics, a sample grid, TensorBoard's events,
+    run.checkpointer.wait()   # or the checkpoint being saved meanwhile
+    raise run.checkpointer.disk_full(
+        os.fspath(error.filename) if error.filename
+        else "the run's metrics and sample grids") from None
   except jax.errors.JaxRuntimeError as error:
     if jax.process_count() == 1:
       raise
@@ -393,7 +413,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
   finally:
     # also when stopped by an error: the checkpoint its message names is
     # complete on disk
-    run.close(finish_saves=not peer_lost)
+    run.close(finish_saves=not (peer_lost or disk_full))
 
 
 def _train(run: _Run, stop_after, on_step) -> train.TrainState:

@@ -1,0 +1,113 @@
+"""A full disk: the checkpoint that has no room is not begun, one message says what to free, and the run resumes."""
+
+import errno
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from helpers import runs
+from qagan_jax import checkpoints
+from qagan_jax import loop
+from qagan_jax import reporting
+
+QUIET = {'run__sample_grid': 0, 'eval__train_metrics': ()}
+
+
+def entries(folder: pathlib.Path) -> list[str]:
+  return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_checkpoint_without_room_is_not_begun(tmp_path, monkeypatch):
+  checkpointer = checkpoints.Checkpointer(tmp_path / 'checkpoints',
+                                          training=True)
+  state = {'w': jnp.asarray(np.random.default_rng(0).normal(size=4096),
+                           jnp.float32)}    # not compressible
+  checkpointer.save(1, state)
+  checkpointer.wait()
+  size = checkpoints.folder_bytes(tmp_path / 'checkpoints' / '1')
+  assert size >= 4 * 4096
+  monkeypatch.setattr(checkpoints, 'free_bytes', lambda path: size // 2)
+  with pytest.raises(checkpoints.DiskFullError) as full:
+    checkpointer.save(2, state)
+  message = str(full.value)
+  assert message.startswith(f'the disk of {tmp_path} is full: could not '
+                            'write the checkpoint of step 2')
+  assert 'the newest checkpoint, of step 1, is intact' in message
+  assert 'run the same command to resume' in message
+  assert entries(tmp_path / 'checkpoints') == ['1']
+  checkpointer.close()
+
+
+def test_a_full_disk_while_writing_metrics_stops_with_the_same_message(
+    stopped_run, copy_run, monkeypatch, tiny_run_config):
+  workdir = copy_run(stopped_run)
+
+  def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+  monkeypatch.setattr(reporting.MetricWriter, 'scalars', no_space)
+  with pytest.raises(checkpoints.DiskFullError) as full:
+    loop.train_and_evaluate(tiny_run_config(**QUIET), workdir)
+  message = str(full.value)
+  assert message.startswith(f'the disk of {workdir} is full: could not '
+                            "write the run's metrics and sample grids")
+  assert 'the newest checkpoint, of step 3, is intact' in message
+  assert entries(workdir / 'checkpoints') == ['2', '3']
+  assert not (workdir / 'run.lock').exists()       # released
+
+
+def _can_mount_a_tmpfs(folder: pathlib.Path) -> bool:
+  if not shutil.which('unshare'):
+    return False
+  probe = subprocess.run(
+      ['unshare', '-rm', 'sh', '-c',
+       f'mount -t tmpfs -o size=1m none {folder}'], capture_output=True)
+  return probe.returncode == 0
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_stops_the_run_plainly_and_it_resumes(
+    tmp_path, stopped_run, trained_run):
+  disk = tmp_path / 'disk'
+  disk.mkdir()
+  if not _can_mount_a_tmpfs(disk):
+    pytest.skip('needs `unshare -rm` (user and mount namespaces) to mount a '
+                'small tmpfs')
+  results = tmp_path / 'results.json'
+  flags = ' '.join(f"'{flag}'" for flag in
+                   [f'--config={runs.DEMO}', *runs.tiny_flags()])
+  helper = runs.REPO_ROOT / 'tests' / 'helpers' / 'full_disk.py'
+  subprocess.run(
+      ['unshare', '-rm', 'sh', '-c',
+       f'mount -t tmpfs -o size=4m none {disk} && exec {sys.executable} '
+       f'{helper} {disk} {stopped_run} {results} {flags}'],
+      check=True, timeout=600, env=os.environ)
+  found = json.loads(results.read_text())
+  for name in ('full', 'mid_save'):   # before the save, and during it
+    status, _, stderr, steps, others = found[name]
+    assert status == 1, (name, stderr[-3000:])
+    assert steps == [2, 3] and others == [], name    # intact, no partial
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f'qagan_jax: the disk of {disk}/run is full: could '
+                           'not write the checkpoint of step 4'), name
+    assert 'the newest checkpoint, of step 3, is intact' in last
+    assert 'Traceback' not in stderr and 'Event loop' not in stderr, (
+        name, stderr[-3000:])
+  status, _, stderr, steps, others = found['resumed']
+  assert status == 0, stderr[-3000:]
+  assert 'Resuming from the checkpoint of step 3' in stderr
+  assert 'Done: 6 iterations' in stderr and steps[-1] == 6 and others == []
+  # and the run continued as if never stopped
+  logged = [{k: v for k, v in json.loads(line).items() if k != 'time'}
+            for text in (found['metrics'],
+                         (trained_run / 'metrics.jsonl').read_text())
+            for line in text.splitlines()]
+  half = len(logged) // 2
+  assert logged[:half] == logged[half:]

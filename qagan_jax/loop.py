@@ -106,49 +106,118 @@ def check_workdir(config: ml_collections.ConfigDict,
 # --- sampling -----------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=8)
-def make_sampler(setup: train.Setup, num_standing: int):
-  """A jitted `(state, z) -> images` with the EMA generator.
+class Sampler:
+  """The EMA generator of a state, on this process's devices.
 
   BatchNorm uses standing statistics: the batch statistics of the EMA
-  generator itself on `num_standing` fixed latents, computed afresh each
-  time, so that a sample depends only on its own latent (the running
-  averages follow the live generator, not its average). One function per
-  (setup, num_standing), traced once a process.
+  generator itself on `num_standing` fixed latents, so that a sample
+  depends only on its own latent (the running averages follow the live
+  generator, not its average). `prepare(state)` computes them once (per
+  evaluation or grid) and places the generator on this process's devices;
+  `images(prepared, z)` then splits the latents over those devices. Every
+  process can sample latents of its own (the evaluation's shares): nothing
+  here communicates with other processes.
   """
-  generator = setup.generator.clone(axis_name=None)
-  standing = generator.clone(bn_momentum=0.0)
-  standing_z = jax.random.normal(jax.random.PRNGKey(STANDING_SEED),
-                                 (num_standing, setup.latent_dim))
 
-  @compilation.jit
-  def sample(state: train.TrainState, z):
-    _, stats = standing.apply(
-        {'params': state.gen_ema_params, 'batch_stats': state.gen_batch_stats},
-        standing_z, train=True, mutable=['batch_stats'])
-    return generator.apply({'params': state.gen_ema_params,
-                            'batch_stats': stats['batch_stats']}, z,
-                           train=False)
+  def __init__(self, setup: train.Setup, num_standing: int):
+    devices = jax.local_devices()
+    mesh = jax.sharding.Mesh(np.array(devices), ('data',))
+    self._replicated = NamedSharding(mesh, P())
+    self._split = NamedSharding(mesh, P('data'))
+    self._devices = len(devices)
+    generator = setup.generator.clone(axis_name=None)
+    standing = generator.clone(bn_momentum=0.0)
+    self._standing_z = jax.random.normal(jax.random.PRNGKey(STANDING_SEED),
+                                         (num_standing, setup.latent_dim))
 
-  return sample
+    @compilation.jit
+    def standing_stats(params, batch_stats, z):
+      _, stats = standing.apply({'params': params, 'batch_stats': batch_stats},
+                                z, train=True, mutable=['batch_stats'])
+      return stats['batch_stats']
+
+    @compilation.jit
+    def apply(params, stats, z):
+      return generator.apply({'params': params, 'batch_stats': stats}, z,
+                             train=False)
+
+    self._standing_stats, self._apply = standing_stats, apply
+
+  def prepare(self, state: train.TrainState):
+    """(params, standing statistics) of `state`'s EMA generator, replicated
+    on this process's devices."""
+    params, batch_stats = jax.device_put(
+        train.host_value((state.gen_ema_params, state.gen_batch_stats)),
+        self._replicated)
+    z = jax.device_put(self._standing_z, self._replicated)
+    return params, self._standing_stats(params, batch_stats, z)
+
+  def images(self, prepared, z) -> np.ndarray:
+    """Samples `[n, R, R, 3]` in [-1, 1] of latents `z [n, latent_dim]`."""
+    z = np.asarray(z)
+    n = len(z)
+    pad = -n % self._devices        # every device gets an equal share
+    if pad:
+      z = np.concatenate([z, np.zeros((pad,) + z.shape[1:], z.dtype)])
+    out = self._apply(*prepared, jax.device_put(z, self._split))
+    return np.asarray(jax.device_get(out))[:n]
+
+  def __call__(self, state, z) -> np.ndarray:
+    """Samples of `z` from `state` (standing statistics computed afresh)."""
+    return self.images(self.prepare(state), z)
 
 
-def generate(sampler, state, num: int, seed: int, latent_dim: int,
-             batch: int = 500, as_uint8: bool = False) -> np.ndarray:
+@functools.lru_cache(maxsize=8)
+def make_sampler(setup: train.Setup, num_standing: int) -> Sampler:
+  """The Sampler of (setup, num_standing), built once a process."""
+  return Sampler(setup, num_standing)
+
+
+def generate(sampler: Sampler, state, num: int, seed: int, latent_dim: int,
+             batch: int = 500, as_uint8: bool = False,
+             shared: bool = False) -> np.ndarray:
   """`num` samples `[num, R, R, 3]` from latents of `seed`: float32 in
   [-1, 1], or uint8 in [0, 255] (rounded as saved images) if `as_uint8`.
-  Raises report.NonFiniteSamplesError, counting them, if any holds NaN/inf."""
+  With `shared`, only this process's share of them (`report.share`),
+  padded to the same number of rows on every process (`report.gather`
+  puts them together). Raises report.NonFiniteSamplesError, counting them,
+  if any holds NaN/inf (on every process, if any process's share does,
+  with `shared`)."""
   z = jax.random.normal(jax.random.PRNGKey(seed), (num, latent_dim))
+  start, stop = report.share(num) if shared else (0, num)
   convert = input_pipeline.to_uint8 if as_uint8 else np.asarray
+  prepared = sampler.prepare(state)    # standing statistics: once
   chunks, bad = [], 0
-  for i in range(0, num, batch):
-    images = np.asarray(train.host_value(sampler(state, z[i:i + batch])))
+  for i in range(start, stop, batch):
+    images = sampler.images(prepared, z[i:min(i + batch, stop)])
     bad += report.count_non_finite(images)   # before uint8 hides NaN
     if not bad:
       chunks.append(convert(images))
+  if shared and jax.process_count() > 1:
+    bad = int(np.sum(multihost_utils.process_allgather(np.int32(bad))))
   if bad:
     raise report.NonFiniteSamplesError(bad, num)
+  if shared:     # rows beyond `num` on the last processes: padding
+    pad = report.share_size(num) - (stop - start)
+    if pad or not chunks:
+      chunks.append(convert(sampler.images(prepared, np.zeros(
+          (max(pad, 1), latent_dim), np.float32)))[:pad])
   return np.concatenate(chunks)
+
+
+def evaluate_samples(evaluator: report.Evaluator, sampler: Sampler, state,
+                     num: int, latent_dim: int) -> dict[str, float]:
+  """`evaluator`'s metrics of `num` samples of the evaluation latents
+  (report.SEED), shared out: each process generates its share on its own
+  devices and extracts what the metrics need of it (Inception outputs,
+  NIQE features); every process then scores all of them together. The
+  samples are rounded to uint8, as saved images (and 4x smaller). Samples
+  are generated in chunks of eval.batch_size, as they are measured: the
+  same programs whatever the number of processes."""
+  mine = generate(sampler, state, num, report.SEED, latent_dim,
+                  batch=evaluator.config.eval.batch_size, as_uint8=True,
+                  shared=True)
+  return evaluator.score(report.gather(evaluator.extract(mine), num))
 
 
 # --- interruption -------------------------------------------------------------------
@@ -453,9 +522,8 @@ def _train(run: _Run, stop_after, on_step) -> train.TrainState:
   def evaluate(step):
     if not evaluates:
       return
-    samples = generate(sampler, state, cfg.run.eval_samples, report.SEED,
-                       setup.latent_dim)
-    results = evaluator(samples)
+    results = evaluate_samples(evaluator, sampler, state,
+                               cfg.run.eval_samples, setup.latent_dim)
     writer.scalars(step, {f'eval/{k}': v for k, v in results.items()})
 
   if run.start == 0:
@@ -565,9 +633,8 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir,
   setup, state, step = restore_state(config, workdir, step)
   start = time.perf_counter()
   sampler = make_sampler(setup, config.run.standing_stats_samples)
-  samples = generate(sampler, state, num_samples, report.SEED,
-                     setup.latent_dim, as_uint8=True)  # as saved; 4x smaller
-  results = evaluator(samples)
+  results = evaluate_samples(evaluator, sampler, state, num_samples,
+                             setup.latent_dim)
   summary = {
       'step': step, 'num_samples': num_samples,
       'dataset': config.data.dataset, 'method': config.loss.method,

@@ -1,12 +1,14 @@
 """Multi-process training on this machine: two processes of one CPU device each, joined by jax.distributed.
 
 The processes talk over loopback only (the coordinator at 127.0.0.1, CPU
-collectives by gloo). One test, to pay for the processes' start-up and
+collectives by gloo). Each test pays for the processes' start-up and
 compilation once: a run interrupted and resumed by both processes ends its
 step 4 with the state of a single-process run of the same config (the data
 live on the devices, so the batches do not depend on the process count);
 checkpoints and metrics are written once; a process that dies makes the
-other stop with a clear message, not hang.
+other stop with a clear message, not hang; SIGTERM stops both after the
+same step; the replicated state is the same on both; an evaluation shared
+by both scores what one process does.
 """
 
 import json
@@ -230,3 +232,41 @@ def test_replicated_state_is_bitwise_equal_across_processes(tmp_path):
       np.testing.assert_array_equal(first[key], second[key],
                                     err_msg=f'{phase}: {key}')
     assert int(first['.step']) == step
+
+
+@pytest.mark.slow
+def test_two_processes_share_an_evaluation_and_score_what_one_does(
+    tmp_path, trained_run, copy_run):
+  """FID, IS, KID, PRDC, NIQE distance and SWD (every kind of per-sample
+  part), on 24 samples of the tiny run and 24 reference images: each of two
+  processes generates and extracts its 12
+  (tests/helpers/shared_evaluation.py), all are scored together, and the
+  result is the one-process evaluation's. The same programs run on the
+  same inputs (samples are generated and measured in chunks of
+  eval.batch_size = 12 either way), so equal means bit for bit."""
+  from qagan_jax.evaluation import inception  # pylint: disable=g-import-not-at-top
+  workdir = copy_run(trained_run)
+  weights = tmp_path / 'inception.npz'
+  inception.save_weights(inception.random_variables(seed=4), weights)
+  helper = str(REPO_ROOT / 'tests' / 'helpers' / 'shared_evaluation.py')
+  args = [helper, str(workdir), str(weights)]
+  finish(start_processes(args + [str(tmp_path / 'two-')],
+                         tmp_path / 'process'), timeout=300)
+  # then here: the same programs, from the compilation cache
+  from helpers import shared_evaluation  # pylint: disable=g-import-not-at-top
+  shared_evaluation.main(str(workdir), str(weights), str(tmp_path / 'one-'),
+                         num=24, warm=False)
+  one = json.loads((tmp_path / 'one-0.json').read_text())
+  assert one['processes'] == 1
+  assert set(one['metrics']) >= {'fid', 'is', 'kid', 'precision', 'swd/mean',
+                                 'niqe_distance'}
+  expected = dict(np.load(tmp_path / 'one-0.npz'))
+  for index in range(PROCESSES):
+    two = json.loads((tmp_path / f'two-{index}.json').read_text())
+    assert two['processes'] == PROCESSES
+    assert two['metrics'] == one['metrics'], index
+    parts = dict(np.load(tmp_path / f'two-{index}.npz'))
+    assert sorted(parts) == sorted(expected)
+    for name in expected:
+      np.testing.assert_array_equal(parts[name], expected[name],
+                                    err_msg=f'process {index}: {name}')

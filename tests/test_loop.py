@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from helpers import numerics
 from helpers.locks import hold_in_another_process
 from qagan_jax import checkpoints
 from qagan_jax import config as config_lib
@@ -214,6 +215,39 @@ def test_sample_mode_writes_a_grid_and_the_images(trained_run, copy_run,
   assert stored['images'].dtype == np.uint8 and int(stored['step']) == 6
   with pytest.raises(FileNotFoundError, match='no checkpoints'):
     loop.sample(config, tmp_path / 'empty')
+
+
+def test_standing_statistics_once_per_evaluation_and_samples_by_latent(
+    tiny_run_config):
+  """The EMA generator's standing BatchNorm statistics are computed once per
+  `generate`, not per chunk; a sample depends on its latent alone (not on
+  the chunk it is generated in), and a one-process share is all of them."""
+  config = tiny_run_config()
+  setup = train.build(config)
+  state = train.create_train_state(setup, jax.random.PRNGKey(0))
+  sampler = loop.Sampler(setup, config.run.standing_stats_samples)
+  calls = []
+  standing = sampler._standing_stats   # pylint: disable=protected-access
+
+  def counted(*args):
+    calls.append(1)
+    return standing(*args)
+
+  sampler._standing_stats = counted    # pylint: disable=protected-access
+  chunked = loop.generate(sampler, state, 10, seed=3, batch=4,
+                          latent_dim=setup.latent_dim)
+  assert len(calls) == 1 and chunked.shape == (10, 32, 32, 3)
+  whole = loop.generate(sampler, state, 10, seed=3, batch=10,
+                        latent_dim=setup.latent_dim)
+  # the same per-sample program at another batch size: equal to the
+  # rounding of reordered sums (the tiny generator's largest: its dense
+  # layer over 128 latents), carried through its few layers to images in
+  # [-1, 1]
+  np.testing.assert_allclose(chunked, whole, rtol=0,
+                             atol=numerics.reordered_sum(128, amplification=8))
+  shared = loop.generate(sampler, state, 10, seed=3, batch=4, as_uint8=True,
+                         shared=True, latent_dim=setup.latent_dim)
+  np.testing.assert_array_equal(shared, input_pipeline.to_uint8(chunked))
 
 
 def load_config_file(path):

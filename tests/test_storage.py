@@ -155,21 +155,21 @@ def test_a_gs_workdir_trains_stops_resumes_samples_and_evaluates(
            {'argv': tiny},                        # resumes to the end
            {'argv': tiny + ['--mode=sample', '--num_samples=9']},
            {'argv': tiny + evaluate},
-           {'argv': tiny + evaluate},             # the cached reference
            {'argv': [f'--config={runs.DEMO}', '--workdir=gs://no-such-bucket/'
                      'run', *runs.tiny_flags()]}]
   for case in cases:
     case.update(cwd=str(cwd), env=gcs)
   results = runs.command_lines(cases, tmp_path)
-  for status, _, stderr in results[:5]:
+  for status, _, stderr in results[:4]:
     assert status == 0, stderr[-3000:]
   assert 'stop_after: stopped at step 4 with a checkpoint in ' + workdir in (
       results[0][2])
   assert 'Resuming from the checkpoint of step 4 in ' + workdir in results[1][2]
   assert f'wrote {workdir}/samples/sample_step0000006_seed0_n9.png' in (
       results[2][1])
-  assert 'Reference Inception statistics from ' + workdir in results[4][2]
-  status, _, stderr = results[5]
+  assert 'Reference Inception statistics of 12 images' in results[3][2]
+  assert f'cached in {workdir}/reference/' in results[3][2]
+  status, _, stderr = results[4]
   assert status == 1 and 'gs://no-such-bucket/run is not writable' in stderr
   assert 'Traceback' not in stderr
 

@@ -14,8 +14,10 @@ import json
 import logging
 import time
 
+import jax
 import numpy as np
 from etils import epath
+from jax.experimental import multihost_utils
 
 from qagan_jax import input_pipeline
 from qagan_jax import storage
@@ -175,13 +177,26 @@ class Evaluator:
     start = time.perf_counter()
     split = ('train' if self.config.eval.reference_split == 'train'
              else _held_out_split(self.config.data))
-    features = np.concatenate([
-        self.extractor(input_pipeline.to_uint8(chunk))[0]    # chunk by chunk:
-        for chunk in input_pipeline.iter_split_images(     # 50,000 float
-            self.config.data, split, count)])               # images are GBs
+    # every process its share of the images, chunk by chunk (50,000 float
+    # images are GBs); all of them read, as the random crops and flips of
+    # each image depend on those before it
+    count = min(count, len(input_pipeline.data_source(self.config.data,
+                                                      split)))
+    first, stop = share(count)
+    mine, offset = [], 0
+    for chunk in input_pipeline.iter_split_images(self.config.data, split,
+                                                  count):
+      lo, hi = max(first, offset), min(stop, offset + len(chunk))
+      if lo < hi:
+        mine.append(self.extractor(input_pipeline.to_uint8(
+            chunk[lo - offset:hi - offset]))[0])
+      offset += len(chunk)
+    features = gather({'features': _padded(
+        np.concatenate(mine) if mine else np.zeros((0, 2048), np.float32),
+        share_size(count))}, count)['features']
     stats = metrics_lib.GaussianStats.of(features)
     kid_features = features[:KID_REFERENCE_ROWS]
-    if path is not None:
+    if path is not None and jax.process_index() == 0:
       storage.save_npz(path, compress=False, mean=stats.mean, cov=stats.cov,
                        count=stats.count, kid_features=kid_features)
     log.info('Reference Inception statistics of %d images in %.0f s%s.',
@@ -192,17 +207,32 @@ class Evaluator:
 
   # -- measuring ---------------------------------------------------------------------
 
-  def __call__(self, samples) -> dict[str, float]:
-    """Samples `[N, R, R, 3]`: float in [-1, 1] or uint8 (as saved)."""
+  def extract(self, samples) -> dict[str, np.ndarray]:
+    """What the metrics need of each sample, one row per sample: Inception
+    features and logits, NIQE feature rows, the uint8 images themselves
+    (SWD, diversity). Samples `[N, R, R, 3]`: float in [-1, 1] or uint8."""
     samples = np.asarray(samples)
     bad = count_non_finite(samples)
     if bad:
       raise NonFiniteSamplesError(bad, len(samples))
     uint8 = (samples if samples.dtype == np.uint8
              else input_pipeline.to_uint8(samples))
+    parts = {}
+    if self.extractor is not None:
+      parts['features'], parts['logits'] = self.extractor(uint8)
+    if {'niqe', 'prdc_niqe'} & set(self.metrics):
+      parts['niqe_rows'], parts['niqe_valid'] = offline.niqe_feature_rows(
+          samples, batch=self.config.eval.batch_size)
+    if {'swd', 'diversity'} & set(self.metrics):
+      parts['samples'] = samples
+    return parts
+
+  def score(self, parts: dict[str, np.ndarray]) -> dict[str, float]:
+    """The metrics of the samples whose `extract` parts are given (of one
+    process, or of all of them gathered with `gather`)."""
     results = {}
     if self.extractor is not None:
-      features, logits = self.extractor(uint8)
+      features, logits = parts['features'], parts['logits']
       stats, kid_features = self.inception_reference()
       if 'fid' in self.metrics:
         results['fid'] = metrics_lib.fid(metrics_lib.GaussianStats.of(features),
@@ -218,11 +248,12 @@ class Evaluator:
     if set(self.metrics) & set(OFFLINE_METRICS):
       images, reference_rows, mvg, real_ssim = self.offline_reference()
       if 'swd' in self.metrics:
+        samples = parts['samples']
         n = min(len(samples), len(images))
         results.update(offline.sliced_wasserstein(
             offline.as_unit_range(samples[:n]), images[:n]))
       if {'niqe', 'prdc_niqe'} & set(self.metrics):
-        rows = offline.niqe_feature_rows(samples)
+        rows = parts['niqe_rows'], parts['niqe_valid']
         if 'niqe' in self.metrics:
           results['niqe_distance'] = offline.mvg_set_distance(
               offline.mvg_of_rows(*rows), mvg)
@@ -230,8 +261,51 @@ class Evaluator:
           results.update(self._niqe_prdc(rows, reference_rows, mvg))
       if 'diversity' in self.metrics:
         results['diversity/ssim_pairs'] = offline.pairwise_ssim(
-            samples, self.config.eval.diversity_pairs)
+            parts['samples'], self.config.eval.diversity_pairs)
         # named by the real images it is computed on (eval.reference_split)
         split = self.config.eval.reference_split
         results[f'diversity/ssim_pairs_real_{split}'] = real_ssim
     return results
+
+  def __call__(self, samples) -> dict[str, float]:
+    """The metrics of `samples` `[N, R, R, 3]`: float in [-1, 1] or uint8
+    (as saved), all on this process."""
+    return self.score(self.extract(samples))
+
+
+def share_size(count: int) -> int:
+  """Rows of every process's share of `count` (the last ones padded)."""
+  return -(-count // jax.process_count())
+
+
+def share(count: int) -> tuple[int, int]:
+  """[start, stop) of this process's share of `count` items: contiguous,
+  in process order, `share_size(count)` of them (fewer on the last ones)."""
+  size = share_size(count)
+  start = min(jax.process_index() * size, count)
+  return start, min(start + size, count)
+
+
+def _padded(rows: np.ndarray, size: int) -> np.ndarray:
+  pad = size - len(rows)
+  return np.concatenate([rows, np.zeros((pad,) + rows.shape[1:], rows.dtype)]
+                        ) if pad else rows
+
+
+def gather(parts: dict[str, np.ndarray], count: int) -> dict[str, np.ndarray]:
+  """Every process's rows of `parts`, in process order, the first `count`.
+
+  Each process holds the rows of its contiguous share of `count` samples
+  (`loop.share`), padded to the same number of rows (the padding is last,
+  so the first `count` rows of the concatenation are the samples in order).
+  One process: its own rows."""
+  if jax.process_count() == 1:
+    return {name: rows[:count] for name, rows in parts.items()}
+  gathered = {}
+  for name in sorted(parts):           # the same order on every process
+    rows = np.asarray(parts[name])
+    flags = rows.dtype == np.bool_
+    joined = np.asarray(multihost_utils.process_allgather(
+        rows.astype(np.uint8) if flags else rows, tiled=True))
+    gathered[name] = (joined.astype(bool) if flags else joined)[:count]
+  return gathered

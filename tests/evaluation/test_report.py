@@ -111,10 +111,16 @@ def test_non_finite_samples_are_refused_with_their_count(tiny_run_config):
 
 
 def test_generated_samples_are_checked_before_rounding_to_uint8():
-  def sampler(state, z):
-    images = np.zeros((len(z), 4, 4, 3), np.float32)
-    images[::3] = np.nan   # 2 + 2 + 1 of the chunks of 4, 4, 2
-    return images
+  class Sampler:
+    def prepare(self, state):
+      return state
+
+    def images(self, prepared, z):
+      images = np.zeros((len(z), 4, 4, 3), np.float32)
+      images[::3] = np.nan   # 2 + 2 + 1 of the chunks of 4, 4, 2
+      return images
+
+  sampler = Sampler()
   with pytest.raises(report.NonFiniteSamplesError, match='5 of 10 samples'):
     loop.generate(sampler, None, 10, seed=0, latent_dim=2, batch=4,
                   as_uint8=True)

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 from helpers import numerics
+from helpers.locks import hold_in_another_process
 from qagan_jax import config as config_lib
 from qagan_jax import loop
 
@@ -270,3 +271,21 @@ def test_two_processes_share_an_evaluation_and_score_what_one_does(
     for name in expected:
       np.testing.assert_array_equal(parts[name], expected[name],
                                     err_msg=f'process {index}: {name}')
+
+
+def test_every_process_refuses_a_workdir_that_another_run_holds(tmp_path):
+  workdir = tmp_path / 'busy'
+  holder = hold_in_another_process(workdir)
+  try:
+    processes = launch(workdir)
+    for process in processes:
+      process.wait(timeout=120)
+  finally:
+    holder.kill()
+    holder.wait()
+  texts = [output(p) for p in processes]
+  assert [p.returncode for p in processes] == [1, 1], texts
+  assert f'process {holder.pid} on host' in texts[0]   # named by process 0
+  assert 'in use by another training run (process 0 names it)' in texts[1]
+  assert not any('Traceback' in text for text in texts), texts
+  assert not (workdir / 'checkpoints').exists()

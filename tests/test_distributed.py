@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 
+import filelock
 import jax
 import numpy as np
 import pytest
@@ -208,24 +209,51 @@ def test_two_processes_resume_equal_one_process_and_stop_when_one_dies(
     assert numerics.assert_states_close(two, single, rel) > 50, step
 
 
+@pytest.fixture(scope='session')
+def niqe_run(tmp_path_factory):
+  """tests/helpers/replicated_state.py in two processes, once a session
+  (whichever test process asks first; the other waits): a refused busy
+  workdir, QAGAN-NIQE trained with the 'sobel' pristine model (with a
+  fall-back from a damaged checkpoint), a shared evaluation. Returns its
+  folder: `run/` the workdir, the processes' outputs beside; read-only."""
+  base = tmp_path_factory.getbasetemp()
+  root = (base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+          ) / 'niqe_run'
+  with filelock.FileLock(f'{root}.lock'):
+    if not root.with_suffix('.complete').exists():
+      shutil.rmtree(root, ignore_errors=True)     # a failed attempt's
+      root.mkdir()
+      busy = root / 'busy'
+      holder = hold_in_another_process(busy)
+      try:
+        processes = start_processes(
+            [str(REPO_ROOT / 'tests' / 'helpers' / 'replicated_state.py'),
+             str(root / 'run'), str(root / 'out-'), str(busy)],
+            root / 'process')
+        finish(processes, timeout=180)
+      finally:
+        holder.kill()
+        holder.wait()
+      root.joinpath('holder').write_text(str(holder.pid))
+      root.joinpath('log-1').write_text(output(processes[1]))
+      root.with_suffix('.complete').touch()
+  return root
+
+
 @pytest.mark.slow
-def test_replicated_state_is_bitwise_equal_across_processes(tmp_path):
+def test_replicated_state_is_bitwise_equal_across_processes(niqe_run):
   """QAGAN-NIQE with the 'sobel' pristine model, fitted when the run starts:
   after training steps, and after both processes fell back from a damaged
-  checkpoint (tests/helpers/replicated_state.py), every leaf of the two
-  processes' copies of the state is the same, bit for bit."""
-  workdir = tmp_path / 'run'
-  processes = start_processes(
-      [str(REPO_ROOT / 'tests' / 'helpers' / 'replicated_state.py'),
-       str(workdir), str(tmp_path / 'state-')], tmp_path / 'process')
-  finish(processes, timeout=120)
-  text = output(processes[1])
+  checkpoint, every leaf of the two processes' copies of the state is the
+  same, bit for bit."""
+  workdir = niqe_run / 'run'
+  text = (niqe_run / 'log-1').read_text()
   assert 'falling back to the previous one' in text, text[-3000:]
   assert (workdir / 'checkpoints.damaged' / '2').is_dir()
   assert sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()) == [
       1, 2, 3]
   for phase, step in (('trained', 2), ('resumed', 3)):
-    first, second = (dict(np.load(tmp_path / f'state-{phase}-{i}.npz'))
+    first, second = (dict(np.load(niqe_run / f'out-{phase}-{i}.npz'))
                      for i in range(PROCESSES))
     assert sorted(first) == sorted(second)
     assert any('pristine' in key for key in first), sorted(first)
@@ -235,57 +263,39 @@ def test_replicated_state_is_bitwise_equal_across_processes(tmp_path):
     assert int(first['.step']) == step
 
 
-@pytest.mark.slow
+def test_every_process_refuses_a_workdir_that_another_run_holds(niqe_run):
+  first, second = ((niqe_run / f'out-busy-{i}.txt').read_text()
+                   for i in range(PROCESSES))
+  holder = (niqe_run / 'holder').read_text()
+  assert f'process {holder} on host' in first       # named by process 0
+  assert 'in use by another training run (process 0 names it)' in second
+  assert not (niqe_run / 'busy' / 'checkpoints').exists()
+
+
 def test_two_processes_share_an_evaluation_and_score_what_one_does(
-    tmp_path, trained_run, copy_run):
-  """FID, IS, KID, PRDC, NIQE distance and SWD (every kind of per-sample
-  part), on 24 samples of the tiny run and 24 reference images: each of two
-  processes generates and extracts its 12
+    niqe_run, tmp_path):
+  """FID, IS, KID, PRDC (of a stand-in for Inception), NIQE distance and
+  SWD: every kind of per-sample part, on 24 samples of the run's step 3 and
+  24 reference images. Each of two processes generates and extracts its 12
   (tests/helpers/shared_evaluation.py), all are scored together, and the
   result is the one-process evaluation's. The same programs run on the
   same inputs (samples are generated and measured in chunks of
   eval.batch_size = 12 either way), so equal means bit for bit."""
-  from qagan_jax.evaluation import inception  # pylint: disable=g-import-not-at-top
-  workdir = copy_run(trained_run)
-  weights = tmp_path / 'inception.npz'
-  inception.save_weights(inception.random_variables(seed=4), weights)
-  helper = str(REPO_ROOT / 'tests' / 'helpers' / 'shared_evaluation.py')
-  args = [helper, str(workdir), str(weights)]
-  finish(start_processes(args + [str(tmp_path / 'two-')],
-                         tmp_path / 'process'), timeout=300)
-  # then here: the same programs, from the compilation cache
+  from helpers import replicated_state  # pylint: disable=g-import-not-at-top
   from helpers import shared_evaluation  # pylint: disable=g-import-not-at-top
-  shared_evaluation.main(str(workdir), str(weights), str(tmp_path / 'one-'),
-                         num=24, warm=False)
+  shared_evaluation.evaluate(replicated_state.run_config(), niqe_run / 'run',
+                             str(tmp_path / 'one-'))
   one = json.loads((tmp_path / 'one-0.json').read_text())
   assert one['processes'] == 1
   assert set(one['metrics']) >= {'fid', 'is', 'kid', 'precision', 'swd/mean',
                                  'niqe_distance'}
   expected = dict(np.load(tmp_path / 'one-0.npz'))
   for index in range(PROCESSES):
-    two = json.loads((tmp_path / f'two-{index}.json').read_text())
+    two = json.loads((niqe_run / f'out-eval-{index}.json').read_text())
     assert two['processes'] == PROCESSES
     assert two['metrics'] == one['metrics'], index
-    parts = dict(np.load(tmp_path / f'two-{index}.npz'))
+    parts = dict(np.load(niqe_run / f'out-eval-{index}.npz'))
     assert sorted(parts) == sorted(expected)
     for name in expected:
       np.testing.assert_array_equal(parts[name], expected[name],
                                     err_msg=f'process {index}: {name}')
-
-
-def test_every_process_refuses_a_workdir_that_another_run_holds(tmp_path):
-  workdir = tmp_path / 'busy'
-  holder = hold_in_another_process(workdir)
-  try:
-    processes = launch(workdir)
-    for process in processes:
-      process.wait(timeout=120)
-  finally:
-    holder.kill()
-    holder.wait()
-  texts = [output(p) for p in processes]
-  assert [p.returncode for p in processes] == [1, 1], texts
-  assert f'process {holder.pid} on host' in texts[0]   # named by process 0
-  assert 'in use by another training run (process 0 names it)' in texts[1]
-  assert not any('Traceback' in text for text in texts), texts
-  assert not (workdir / 'checkpoints').exists()

@@ -1,19 +1,20 @@
 """One process of an evaluation shared by the processes of a jax.distributed job (or the only one).
 
     [JAX_COORDINATOR_ADDRESS=127.0.0.1:PORT JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=I] \
-        python shared_evaluation.py WORKDIR WEIGHTS OUT_PREFIX [NUM_SAMPLES [warm]]
+        python shared_evaluation.py WORKDIR OUT_PREFIX [NUM_SAMPLES [warm]]
 
-WORKDIR holds a trained run of the suite's tiny config, WEIGHTS Inception
-weights (random ones are enough). Metrics of every kind of per-sample part
-(Inception outputs, NIQE features, the images) on NUM_SAMPLES (default 24) samples of the newest checkpoint, with as many
-reference images, uncached, as `loop.evaluate_samples` computes them: each
-process generates and extracts its share, then all are scored together.
-With `warm`, the evaluation runs twice and "seconds" times the second
-(compiled) one. Writes `OUT_PREFIX<process>.json` ({"metrics", "seconds",
-"processes"}) and
-`OUT_PREFIX<process>.npz` (the gathered per-sample parts). Used by
-tests/test_distributed.py, which also calls `main` in its own process for
-the one-process evaluation.
+WORKDIR holds a trained run of the suite's tiny config. Metrics of every
+kind of per-sample part (Inception outputs, here of a stand-in, NIQE
+features, the images) on NUM_SAMPLES (default 24) samples of the newest
+checkpoint, with as many reference images, uncached, as
+`loop.evaluate_samples` computes them: each process generates and
+extracts its share, then all are scored together. With `warm`, the
+evaluation runs twice and "seconds" times the second (compiled) one.
+Writes `OUT_PREFIX<process>.json` ({"metrics", "seconds", "processes"})
+and `OUT_PREFIX<process>.npz` (the gathered per-sample parts). The suite
+calls `evaluate` (tests/helpers/replicated_state.py in two processes,
+tests/test_distributed.py in its own for the one-process result); the
+command line times it.
 """
 
 import json
@@ -32,21 +33,39 @@ from qagan_jax import loop  # pylint: disable=g-import-not-at-top,wrong-import-p
 from qagan_jax.evaluation import report  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
-def main(workdir: str, weights: str, prefix: str, num: int,
-         warm: bool) -> None:
-  if 'JAX_NUM_PROCESSES' in os.environ:
-    jax.distributed.initialize(
-        os.environ['JAX_COORDINATOR_ADDRESS'],
-        int(os.environ['JAX_NUM_PROCESSES']),
-        int(os.environ['JAX_PROCESS_ID']), heartbeat_timeout_seconds=10)
-  config = runs.tiny_config(
-      eval__inception_weights=weights,
-      # every kind of part: Inception outputs, NIQE rows, the samples
-      eval__metrics=('fid', 'is', 'kid', 'prdc', 'niqe', 'swd'),
-      eval__reference_samples=num, eval__batch_size=12, eval__swd_images=num,
-      eval__diversity_pairs=50)
+class Projection:
+  """`images [N, R, R, 3]` uint8 -> (features `[N, 2048]`, logits
+  `[N, 1008]`): a fixed random linear map of each image, on the devices."""
+
+  def __init__(self, resolution: int):
+    rng = np.random.default_rng(0)
+    size = resolution * resolution * 3
+    self._maps = (rng.normal(size=(size, 2048)).astype(np.float32) / size,
+                  rng.normal(size=(size, 1008)).astype(np.float32) / size)
+    self._apply = jax.jit(lambda x, a, b: (x @ a, x @ b))
+
+  def __call__(self, images):
+    flat = np.asarray(images, np.float32).reshape(len(images), -1) / 255.0
+    return tuple(np.asarray(y) for y in self._apply(flat, *self._maps))
+
+
+def evaluate(config, workdir: str, prefix: str, num: int = 24,
+             warm: bool = False) -> None:
+  """The shared evaluation of `workdir`'s newest checkpoint (a run of
+  `config`), on `num` samples and as many references; writes this
+  process's `prefix<process>.json` and `.npz`."""
+  config = config.copy_and_resolve_references()
+  # every kind of part: Inception outputs, NIQE rows, the samples
+  config.eval.metrics = ('fid', 'is', 'kid', 'prdc', 'niqe', 'swd')
+  config.eval.reference_samples = config.eval.swd_images = num
+  config.eval.batch_size = 12
   setup, state, _ = loop.restore_state(config, workdir)
-  evaluator = report.Evaluator(config, config.eval.metrics, num)
+  evaluator = report.Evaluator(config, ('niqe', 'swd'), num)
+  # Inception at 299x299 costs seconds a batch on a CPU: a fixed random
+  # projection of each image stands in for it (features and logits of the
+  # image alone, as Inception's), for the samples and the references
+  evaluator.metrics = config.eval.metrics
+  evaluator.extractor = Projection(config.model.resolution)
   sampler = loop.make_sampler(setup, config.run.standing_stats_samples)
   # the per-sample parts as scored (the first gather of an evaluation; the
   # reference's comes after), for a closer comparison than the metrics
@@ -75,6 +94,15 @@ def main(workdir: str, weights: str, prefix: str, num: int,
   np.savez(f'{prefix}{index}.npz', **parts)
 
 
+def main(workdir: str, prefix: str, num: int, warm: bool) -> None:
+  if 'JAX_NUM_PROCESSES' in os.environ:
+    jax.distributed.initialize(
+        os.environ['JAX_COORDINATOR_ADDRESS'],
+        int(os.environ['JAX_NUM_PROCESSES']),
+        int(os.environ['JAX_PROCESS_ID']), heartbeat_timeout_seconds=10)
+  evaluate(runs.tiny_config(), workdir, prefix, num, warm)
+
+
 if __name__ == '__main__':
-  main(sys.argv[1], sys.argv[2], sys.argv[3],
-       int(sys.argv[4]) if len(sys.argv) > 4 else 24, len(sys.argv) > 5)
+  main(sys.argv[1], sys.argv[2],
+       int(sys.argv[3]) if len(sys.argv) > 3 else 24, len(sys.argv) > 4)

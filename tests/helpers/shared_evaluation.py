@@ -1,15 +1,18 @@
 """One process of an evaluation shared by the processes of a jax.distributed job (or the only one).
 
     [JAX_COORDINATOR_ADDRESS=127.0.0.1:PORT JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=I] \
-        python shared_evaluation.py WORKDIR OUT_PREFIX [NUM_SAMPLES [warm]]
+        python shared_evaluation.py WORKDIR OUT_PREFIX [NUM_SAMPLES [WEIGHTS]]
 
 WORKDIR holds a trained run of the suite's tiny config. Metrics of every
 kind of per-sample part (Inception outputs, here of a stand-in, NIQE
 features, the images) on NUM_SAMPLES (default 24) samples of the newest
 checkpoint, with as many reference images, uncached, as
 `loop.evaluate_samples` computes them: each process generates and
-extracts its share, then all are scored together. With `warm`, the
-evaluation runs twice and "seconds" times the second (compiled) one.
+extracts its share, then all are scored together. On the command line
+(for timing) the evaluation runs twice and "seconds" times the second
+(compiled) one; WEIGHTS (Inception weights, e.g. random ones saved with
+qagan_jax.evaluation.inception) puts the real network in place of the
+stand-in.
 Writes `OUT_PREFIX<process>.json` ({"metrics", "seconds", "processes"})
 and `OUT_PREFIX<process>.npz` (the gathered per-sample parts). The suite
 calls `evaluate` (tests/helpers/replicated_state.py in two processes,
@@ -50,22 +53,28 @@ class Projection:
 
 
 def evaluate(config, workdir: str, prefix: str, num: int = 24,
-             warm: bool = False) -> None:
+             warm: bool = False, weights: str | None = None) -> None:
   """The shared evaluation of `workdir`'s newest checkpoint (a run of
   `config`), on `num` samples and as many references; writes this
-  process's `prefix<process>.json` and `.npz`."""
+  process's `prefix<process>.json` and `.npz`. With `weights`, the real
+  Inception network (random weights will do for timing) instead of the
+  stand-in."""
   config = config.copy_and_resolve_references()
   # every kind of part: Inception outputs, NIQE rows, the samples
   config.eval.metrics = ('fid', 'is', 'kid', 'prdc', 'niqe', 'swd')
   config.eval.reference_samples = config.eval.swd_images = num
   config.eval.batch_size = 12
   setup, state, _ = loop.restore_state(config, workdir)
-  evaluator = report.Evaluator(config, ('niqe', 'swd'), num)
-  # Inception at 299x299 costs seconds a batch on a CPU: a fixed random
-  # projection of each image stands in for it (features and logits of the
-  # image alone, as Inception's), for the samples and the references
-  evaluator.metrics = config.eval.metrics
-  evaluator.extractor = Projection(config.model.resolution)
+  if weights:
+    config.eval.inception_weights = weights
+    evaluator = report.Evaluator(config, config.eval.metrics, num)
+  else:
+    evaluator = report.Evaluator(config, ('niqe', 'swd'), num)
+    # Inception at 299x299 costs seconds a batch on a CPU: a fixed random
+    # projection of each image stands in for it (features and logits of
+    # the image alone, as Inception's), for the samples and the references
+    evaluator.metrics = config.eval.metrics
+    evaluator.extractor = Projection(config.model.resolution)
   sampler = loop.make_sampler(setup, config.run.standing_stats_samples)
   # the per-sample parts as scored (the first gather of an evaluation; the
   # reference's comes after), for a closer comparison than the metrics
@@ -94,15 +103,16 @@ def evaluate(config, workdir: str, prefix: str, num: int = 24,
   np.savez(f'{prefix}{index}.npz', **parts)
 
 
-def main(workdir: str, prefix: str, num: int, warm: bool) -> None:
+def main(workdir: str, prefix: str, num: int, weights: str | None) -> None:
   if 'JAX_NUM_PROCESSES' in os.environ:
     jax.distributed.initialize(
         os.environ['JAX_COORDINATOR_ADDRESS'],
         int(os.environ['JAX_NUM_PROCESSES']),
         int(os.environ['JAX_PROCESS_ID']), heartbeat_timeout_seconds=10)
-  evaluate(runs.tiny_config(), workdir, prefix, num, warm)
+  evaluate(runs.tiny_config(), workdir, prefix, num, warm=True,
+           weights=weights)
 
 
 if __name__ == '__main__':
-  main(sys.argv[1], sys.argv[2],
-       int(sys.argv[3]) if len(sys.argv) > 3 else 24, len(sys.argv) > 4)
+  main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 24,
+       sys.argv[4] if len(sys.argv) > 4 else None)

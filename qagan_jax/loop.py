@@ -53,13 +53,16 @@ STANDING_SEED = 4321     # latents for the EMA generator's BatchNorm statistics
 
 
 # Fields that decide what a workdir's checkpoints are: a run may not resume
-# from a workdir written with different values.
+# from a workdir written with different values. train.num_iters among them:
+# the learning rates decay linearly to 0 over it, so a resume with another
+# value would silently train the remaining steps on another schedule
+# (--stop_after ends a session early and keeps it).
 STRUCTURAL_FIELDS = (
     'model.resolution', 'model.width', 'model.latent_dim',
     'model.critic_down_blocks', 'model.critic_plain_blocks',
     'loss.method', 'loss.adversarial', 'loss.niqe.pristine',
     'data.dataset', 'data.patch_size', 'data.stl10_resolution',
-    'train.n_critic',
+    'train.n_critic', 'train.num_iters',
 )
 
 

@@ -176,6 +176,10 @@ def test_workdir_of_another_config_is_refused(trained_run, copy_run,
   with pytest.raises(loop.WorkdirMismatchError,
                      match=r'model.width: 4 in the workdir, 8 now'):
     loop.train_and_evaluate(tiny_run_config(model__width=8), workdir)
+  # a longer run would decay its learning rates over another schedule
+  with pytest.raises(loop.WorkdirMismatchError,
+                     match=r'train.num_iters: 6 in the workdir, 12 now'):
+    loop.train_and_evaluate(tiny_run_config(train__num_iters=12), workdir)
   # non-structural changes are fine: the finished run has nothing to do
   fine = tiny_run_config(run__log_every=1, **QUIET)
   assert int(loop.train_and_evaluate(fine, workdir).step) == 6

@@ -59,6 +59,10 @@ def base_config() -> ml_collections.ConfigDict:
       reference_split='train',  # FID against training images, as the paper
       reference_samples=50_000,  # real images for the Inception statistics
       inception_weights='',    # converted weights; '' = the default path
+      # reference statistics (Inception, NIQE) of the real images, shared
+      # by every run of the same data: '' = the user cache ($QAGAN_JAX_CACHE,
+      # else ~/.cache/qagan_jax), 'none' = computed afresh, or a path / URL
+      reference_cache='',
       batch_size=200,          # Inception batch
       swd_images=8192,         # at most this many images per set for SWD
       diversity_pairs=1000,    # random sample pairs for pairwise SSIM

@@ -510,9 +510,9 @@ def _train(run: _Run, stop_after, on_step) -> train.TrainState:
     grid_z = jax.random.normal(jax.random.PRNGKey(SAMPLE_SEED),
                                (cfg.run.sample_grid, setup.latent_dim))
   if evaluates:
-    evaluator = report.Evaluator(cfg, cfg.eval.train_metrics,
-                                 cfg.run.eval_samples,
-                                 cache_dir=run.workdir / 'reference')
+    evaluator = report.Evaluator(
+        cfg, cfg.eval.train_metrics, cfg.run.eval_samples,
+        cache_dir=report.reference_cache_dir(cfg.eval))
 
   def save_grid(step):
     if not grids:
@@ -632,7 +632,8 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir,
   workdir = storage.workdir_path(workdir)
   num_samples = num_samples or config.eval.num_samples
   evaluator = report.Evaluator(config, config.eval.metrics, num_samples,
-                               cache_dir=workdir / 'reference')
+                               cache_dir=report.reference_cache_dir(
+                                   config.eval))
   setup, state, step = restore_state(config, workdir, step)
   start = time.perf_counter()
   sampler = make_sampler(setup, config.run.standing_stats_samples)

@@ -23,6 +23,9 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 _CACHE = os.environ.get('QAGAN_TEST_CACHE') or tempfile.mkdtemp(
     prefix='qagan-jax-test-cache-')
 os.environ['QAGAN_TEST_CACHE'] = _CACHE
+# the reference statistics' cache of the package (a user's is in ~/.cache):
+# the session's own
+os.environ['QAGAN_JAX_CACHE'] = os.path.join(_CACHE, 'qagan_jax')
 os.environ['JAX_COMPILATION_CACHE_DIR'] = _CACHE
 os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
 jax.config.update('jax_compilation_cache_dir', _CACHE)

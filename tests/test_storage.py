@@ -144,7 +144,9 @@ def test_a_gs_workdir_trains_stops_resumes_samples_and_evaluates(
   inception.save_weights(inception.random_variables(seed=4), weights)
   workdir = f'gs://{BUCKET}/runs/tiny'
   tiny = [f'--config={runs.DEMO}', f'--workdir={workdir}', *runs.tiny_flags()]
+  cache = f'gs://{BUCKET}/cache'
   evaluate = ['--mode=evaluate', '--num_samples=12',
+              f'--config.eval.reference_cache={cache}',
               f'--config.eval.inception_weights={weights}',
               "--config.eval.metrics=('fid','swd')",
               '--config.eval.reference_samples=12',
@@ -168,7 +170,7 @@ def test_a_gs_workdir_trains_stops_resumes_samples_and_evaluates(
   assert f'wrote {workdir}/samples/sample_step0000006_seed0_n9.png' in (
       results[2][1])
   assert 'Reference Inception statistics of 12 images' in results[3][2]
-  assert f'cached in {workdir}/reference/' in results[3][2]
+  assert f'cached in {cache}/' in results[3][2]
   status, _, stderr = results[4]
   assert status == 1 and 'gs://no-such-bucket/run is not writable' in stderr
   assert 'Traceback' not in stderr
@@ -184,8 +186,7 @@ def test_a_gs_workdir_trains_stops_resumes_samples_and_evaluates(
   assert 'run.lock' not in names           # released
   assert {n.split('/')[1] for n in names if n.startswith('checkpoints/')} == {
       '2', '4', '6'}
-  assert any(n.startswith('reference/') and '_inception_12_' in n
-             for n in names)
+  assert any('_inception_12_' in n for n in objects('cache'))
   assert len([n for n in names if n.startswith('tensorboard/events.')]) == 2
   report = json.loads(blobs['eval/step_0000006.json'].download_as_text())
   assert report['num_samples'] == 12 and np.isfinite(report['metrics']['fid'])

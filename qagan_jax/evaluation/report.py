@@ -2,8 +2,11 @@
 
 `Evaluator` computes the metrics named in a config (`eval.metrics` for the
 evaluate mode, `eval.train_metrics` during training) on generated samples,
-against real images of `eval.reference_split`; its reference statistics are
-computed once and cached in the workdir. `loop.evaluate_run` (the evaluate
+against real images of `eval.reference_split`; its reference statistics
+(Inception features, NIQE features) are computed once and cached where
+every run of the same data finds them (`reference_cache_dir`: the user
+cache by default; written whole, so two runs computing them at once cannot
+leave a partial file). `loop.evaluate_run` (the evaluate
 mode) uses it on a checkpoint's samples.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 
 import jax
@@ -53,6 +57,21 @@ def check_metrics(names, field: str = 'eval.metrics') -> list[str]:
                     + (f"; did you mean '{close[0]}'?" if close else '')
                     + f' (known: {", ".join(METRICS)})')
   return errors
+
+
+def reference_cache_dir(eval_config) -> epath.Path | None:
+  """Where reference statistics are cached (`eval.reference_cache`): one
+  folder for every run, so that the statistics of a dataset are computed
+  once; None for 'none'."""
+  setting = eval_config.get('reference_cache', '')
+  if setting == 'none':
+    return None
+  if not setting:
+    setting = os.environ.get('QAGAN_JAX_CACHE') or os.path.join(
+        os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'),
+        'qagan_jax')
+    setting = os.path.join(setting, 'reference')
+  return storage.workdir_path(setting)
 
 
 def _held_out_split(data_config) -> str:
@@ -123,14 +142,19 @@ class Evaluator:
   # -- references, computed once ------------------------------------------------------
 
   def _cache_path(self, kind: str, count: int) -> epath.Path | None:
+    """The cache file of one kind of statistics ('inception', 'niqe') of
+    `count` reference images: named by what decides them (the dataset, its
+    split and preprocessing, the count, the Inception weights)."""
     if self.cache_dir is None:
       return None
     data = self.config.data
     # what decides the reference images; loader settings and paths do not
     images = {k: v for k, v in data.to_dict().items()
-              if k not in ('data_dir', 'worker_count', 'read_threads')}
+              if k not in ('data_dir', 'worker_count', 'read_threads',
+                           'placement', 'device_budget')}
+    weights = self._weights_digest if kind == 'inception' else None
     key = json.dumps([images, self.config.eval.reference_split, kind, count,
-                      self._weights_digest], sort_keys=True, default=str)
+                      weights], sort_keys=True, default=str)
     digest = hashlib.sha1(key.encode()).hexdigest()[:10]
     return self.cache_dir / (f'{data.dataset}_{self.config.eval.reference_split}'
                              f'_{kind}_{count}_{digest}.npz')
@@ -144,12 +168,24 @@ class Evaluator:
                                 self.config.eval.reference_split, count)
       rows = mvg = None
       if {'niqe', 'prdc_niqe'} & set(self.metrics):
-        rows = offline.niqe_feature_rows(images)
+        rows = self._niqe_reference_rows(images)
         mvg = offline.mvg_of_rows(*rows)
       ssim = (offline.pairwise_ssim(images, self.config.eval.diversity_pairs)
               if 'diversity' in self.metrics else None)
       self._offline_reference = (images, rows, mvg, ssim)
     return self._offline_reference
+
+  def _niqe_reference_rows(self, images):
+    """NIQE feature rows of the reference images, from the cache if there."""
+    path = self._cache_path('niqe', len(images))
+    if path is not None and path.is_file():
+      stored = storage.load_npz(path)
+      log.info('Reference NIQE features from %s.', path)
+      return stored['features'], stored['valid']
+    rows = offline.niqe_feature_rows(images)
+    if path is not None and jax.process_index() == 0:
+      storage.save_npz(path, compress=False, features=rows[0], valid=rows[1])
+    return rows
 
   def _niqe_prdc(self, rows, reference_rows, reference_mvg):
     """PRDC on standardised NIQE feature rows (one row per 32x32 image)."""

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import threading
 
 import numpy as np
 import pytest
@@ -9,7 +10,9 @@ import pytest
 from qagan_jax import config as config_lib
 from qagan_jax import input_pipeline
 from qagan_jax import loop
+from qagan_jax import storage
 from qagan_jax.evaluation import inception
+from qagan_jax.evaluation import offline
 from qagan_jax.evaluation import report
 
 
@@ -70,6 +73,58 @@ def test_inception_metrics_with_converted_weights_and_a_cached_reference(
   for a, b in ((stats.mean, cached.mean), (stats.cov, cached.cov),
                (kid_features, cached_kid)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_one_reference_cache_serves_every_run_of_the_same_data(
+    tiny_run_config, tmp_path, monkeypatch, caplog):
+  monkeypatch.setenv('QAGAN_JAX_CACHE', str(tmp_path / 'user'))
+  config = tiny_run_config(eval__swd_images=16)
+  where = report.reference_cache_dir(config.eval)
+  assert str(where) == str(tmp_path / 'user' / 'reference')
+  metrics = ('niqe', 'swd')
+  first = report.Evaluator(config, metrics, 16, cache_dir=where)
+  rows = first.offline_reference()[1]
+  cached = list((tmp_path / 'user' / 'reference').glob('*_niqe_16_*.npz'))
+  assert len(cached) == 1
+  # another run of the same data (another workdir, other loader and
+  # training settings) reads them, computing nothing
+  other = tiny_run_config(eval__swd_images=16, data__worker_count=1,
+                          train__num_iters=12)
+  monkeypatch.setattr(offline, 'niqe_feature_rows', _no_recomputation)
+  with caplog.at_level(logging.INFO):
+    again = report.Evaluator(other, metrics, 16, cache_dir=where)
+    np.testing.assert_array_equal(again.offline_reference()[1][0], rows[0])
+  assert 'Reference NIQE features from' in caplog.text
+  # other data, another file
+  changed = tiny_run_config(eval__swd_images=16, data__patches_per_epoch=2048)
+  assert (report.Evaluator(changed, metrics, 16, cache_dir=where)
+          ._cache_path('niqe', 16) != first._cache_path('niqe', 16))
+  config.eval.reference_cache = 'none'
+  assert report.reference_cache_dir(config.eval) is None
+
+
+def _no_recomputation(*args, **kwargs):
+  raise AssertionError('the cached reference was computed again')
+
+
+def test_two_runs_writing_a_reference_at_once_leave_one_whole_file(tmp_path):
+  path = tmp_path / 'cache' / 'reference.npz'
+  arrays = [np.full((256, 2048), value, np.float32) for value in (1.0, 2.0)]
+  barrier = threading.Barrier(2)
+
+  def write(array):
+    barrier.wait()
+    for _ in range(5):
+      storage.save_npz(path, compress=False, features=array)
+
+  threads = [threading.Thread(target=write, args=(a,)) for a in arrays]
+  for thread in threads:
+    thread.start()
+  for thread in threads:
+    thread.join()
+  stored = storage.load_npz(path)['features']
+  assert any(np.array_equal(stored, a) for a in arrays)   # one, whole
+  assert [p.name for p in path.parent.iterdir()] == ['reference.npz']
 
 
 def test_missing_weights_fail_before_any_work(tmp_path):

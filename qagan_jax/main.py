@@ -8,7 +8,10 @@
 Modes: train (the default; resumes when the workdir holds checkpoints),
 sample (a PNG grid and an .npz from the EMA generator), evaluate (the
 metrics of eval.metrics on the EMA generator's samples, as a JSON report in
-<workdir>/eval/). The workdir defaults to runs/<config file name>. Any
+<workdir>/eval/), check (a preflight check: the config's compile time,
+step time, memory, evaluation and checkpoint costs measured on these
+devices, and the projected wall time of the whole run, as text and one
+JSON line). The workdir defaults to runs/<config file name>. Any
 config field can be overridden with --config.<field>=<value>; a misspelt
 field or an invalid value stops the command before any work, naming it.
 """
@@ -35,7 +38,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Run directory: a local path or a URL such as '
     'gs://bucket/run (default: runs/<config file name>).')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'sample', 'evaluate'],
+_MODE = flags.DEFINE_enum('mode', 'train',
+                          ['train', 'sample', 'evaluate', 'check'],
                           'What to do.')
 _NUM_SAMPLES = flags.DEFINE_integer(
     'num_samples', None, 'Samples to draw: sample mode, default 64; evaluate '
@@ -204,6 +208,11 @@ def main(argv):
         log.info('Done: %d iterations. Sample grids in %s/samples, losses '
                  'and metrics in %s/loss_curves.png and metrics.jsonl.',
                  done, workdir, workdir)
+    elif _MODE.value == 'check':
+      from qagan_jax import preflight  # pylint: disable=g-import-not-at-top
+      found = preflight.measure(config, workdir)
+      print(preflight.text(found))
+      print(preflight.json_line(found))
     elif _MODE.value == 'sample':
       path = loop.sample(config, workdir, _NUM_SAMPLES.value or 64,
                          _STEP.value)

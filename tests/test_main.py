@@ -56,14 +56,38 @@ def test_train_then_sample_and_evaluate_on_the_command_line(tmp_path,
       'step_0000000.png', 'step_0000003.png', 'step_0000006.png']
   assert training_steps(workdir) == [2, 4, 6]
   # the sample and evaluate modes, through the same main in forked children
-  sampled, evaluated = run_command_lines([
+  checkdir = tmp_path / 'check'
+  sampled, evaluated, checked = run_command_lines([
       {'argv': [f'--config={DEMO}', *tiny, '--mode=sample',
                 '--num_samples=9']},
       {'argv': [f'--config={DEMO}', *tiny, '--mode=evaluate',
                 '--num_samples=64']},
+      # the preflight check, with the evaluations during training
+      {'argv': [f'--config={DEMO}', f'--workdir={checkdir}',
+                *runs.tiny_flags(), '--mode=check']},
   ], tmp_path)
-  for status, _, stderr in (sampled, evaluated):
+  for status, _, stderr in (sampled, evaluated, checked):
     assert status == 0, stderr[-3000:]
+  found = json.loads(checked[1].strip().splitlines()[-1])   # one JSON line
+  assert 'projected run of 6 iterations' in checked[1]
+  for key in ('compile_seconds', 'seconds_per_iteration', 'images_per_second',
+              'evaluation_seconds', 'evaluation_first_seconds',
+              'sample_grid_seconds', 'startup_seconds'):
+    assert found[key] > 0, key
+  assert found['placement'] == 'device' and found['devices']['count'] == 1
+  assert found['memory']['host_peak_rss_bytes'] > 2**20
+  assert found['checkpoint']['bytes'] > 10_000
+  assert found['checkpoint']['restore_seconds'] > 0
+  projection = found['projection']
+  assert projection['counts'] == {'iterations': 6, 'evaluations': 3,
+                                  'sample_grids': 3, 'checkpoints': 3,
+                                  'final_evaluation_samples': 50_000}
+  seconds = projection['seconds']
+  assert seconds['training'] == pytest.approx(
+      6 * found['seconds_per_iteration'], rel=0.01, abs=0.1)
+  assert projection['total_seconds'] == pytest.approx(
+      sum(v for k, v in seconds.items() if k != 'final_evaluation'), abs=0.2)
+  assert sorted(p.name for p in checkdir.iterdir()) == []   # scratch removed
   assert 'sample_step0000006_seed0_n9.png' in sampled[1]
   assert (workdir / 'samples' / 'sample_step0000006_seed0_n9.npz').is_file()
   report = json.loads((workdir / 'eval' / 'step_0000006.json').read_text())
@@ -90,7 +114,7 @@ def test_every_bad_command_line_gets_one_clear_message(tmp_path, trained_run):
       ([], '--config is required'),
       ([demo, workdir, 'extra'], 'unexpected arguments: extra'),
       ([demo, workdir, '--mode=trian'],
-       'value should be one of <train|sample|evaluate>'),
+       'value should be one of <train|sample|evaluate|check>'),
       ([demo, workdir, '--num_samples=many'], '--num_samples'),
       ([demo, workdir, '--config.trian.batch_size=3'],
        "no field 'trian'; did you mean 'train'?"),

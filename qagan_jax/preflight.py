@@ -1,0 +1,262 @@
+"""A preflight check: what a run of a config costs on these devices and data, measured in minutes.
+
+`python -m qagan_jax.main --config=configs/stl10_niqe.py --mode=check`
+builds the run as training would (the data, the placement, the sharded
+step), in `<workdir>/preflight/` (removed afterwards, so the checkpoints
+are timed on the storage the run will use), and measures: the step's
+compile time, seconds per iteration and images per second over a few
+steps, peak memory, one in-training evaluation (the first, with its
+compilations and reference statistics, and a second), one sample grid, and
+one checkpoint's size and save and restore times. `project` turns these
+into the wall time of the whole configured training command (compilation,
+the iterations, and the evaluations, grids and checkpoints at the config's
+intervals), and of the final evaluation of eval.num_samples, scaled from
+the in-training one by the sample count (the evaluate mode's Inception
+metrics and its reference statistics, when not cached, come on top; the
+report says so).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import resource
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+from qagan_jax import checkpoints
+from qagan_jax import loop
+from qagan_jax import storage
+from qagan_jax import train
+from qagan_jax.evaluation import report
+
+log = logging.getLogger(__name__)
+TIMED_STEPS = 10        # after WARM_STEPS, for seconds per iteration
+WARM_STEPS = 2
+
+
+@dataclasses.dataclass
+class Measured:
+  """What the check measured (seconds unless named otherwise)."""
+  startup: float                   # the run built: data loaded, state made
+  compile: float
+  step: float                      # per iteration
+  evaluation_first: float | None   # with compilations, reference statistics
+  evaluation: float | None         # one in-training evaluation, compiled
+  grid: float | None               # one sample grid, compiled
+  checkpoint_save: float           # until written (in the background)
+  checkpoint_blocking: float       # what a save holds the loop up
+  checkpoint_restore: float
+  checkpoint_bytes: int | None     # None on remote storage
+
+
+def _events(total: int, every: int, at_start: bool) -> int:
+  """How many times the loop does something every `every` steps of
+  `total` (and at the last step; and before the first, if `at_start`)."""
+  return len(set(range(every, total + 1, every)) | {total}) + int(at_start)
+
+
+def project(config: ml_collections.ConfigDict, measured: Measured) -> dict:
+  """Seconds of each part of the whole configured run, and their total."""
+  total = config.train.num_iters
+  parts = {'startup': measured.startup, 'compile': measured.compile,
+           'training': total * measured.step}
+  evaluations = (_events(total, config.run.eval_every, True)
+                 if config.eval.train_metrics else 0)
+  # the first compiles its programs (and reads or computes the references)
+  parts['evaluations'] = (
+      (measured.evaluation_first or 0.0)
+      + max(evaluations - 1, 0) * (measured.evaluation or 0.0)
+      if evaluations else 0.0)
+  grids = (_events(total, config.run.sample_every, True)
+           if config.run.sample_grid else 0)
+  parts['sample_grids'] = grids * (measured.grid or 0.0)
+  saves = _events(total, config.run.checkpoint_every, False)
+  # written in the background while training goes on: the part that
+  # holds the loop up
+  parts['checkpoints'] = saves * measured.checkpoint_blocking
+  # the evaluate mode on eval.num_samples: the in-training evaluation's
+  # time per sample (its metrics, not eval.metrics' Inception ones)
+  per_sample = (measured.evaluation or 0.0) / config.run.eval_samples
+  parts['final_evaluation'] = per_sample * config.eval.num_samples
+  return {
+      'seconds': {k: round(v, 1) for k, v in parts.items()},
+      # the training command; the evaluate mode's is final_evaluation
+      'total_seconds': round(sum(v for k, v in parts.items()
+                                 if k != 'final_evaluation'), 1),
+      'counts': {'iterations': total, 'evaluations': evaluations,
+                 'sample_grids': grids, 'checkpoints': saves,
+                 'final_evaluation_samples': config.eval.num_samples},
+  }
+
+
+def _peak_memory() -> dict:
+  stats = jax.local_devices()[0].memory_stats() or {}
+  return {'device_peak_bytes': stats.get('peak_bytes_in_use'),
+          # ru_maxrss is in KB on Linux
+          'host_peak_rss_bytes': resource.getrusage(
+              resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def measure(config: ml_collections.ConfigDict, workdir) -> dict:
+  """Runs the check for `config` with scratch files under
+  `<workdir>/preflight` (removed after); returns the report (a dict
+  that `json.dumps` takes)."""
+  scratch = storage.workdir_path(workdir) / 'preflight'
+  if scratch.exists() and jax.process_index() == 0:
+    scratch.rmtree()
+  began = time.perf_counter()
+  run = loop._prepare(config, scratch)  # pylint: disable=protected-access
+  startup = time.perf_counter() - began
+  try:
+    found = _measure(run, startup)
+  finally:
+    run.close()
+    if jax.process_index() == 0 and scratch.exists():
+      scratch.rmtree()
+  found['projection'] = project(config, found.pop('measured'))
+  return found
+
+
+def _timed(function, *args):
+  start = time.perf_counter()
+  out = jax.block_until_ready(function(*args))
+  return time.perf_counter() - start, out
+
+
+def _measure(run, startup: float) -> dict:
+  cfg, state = run.config, run.state
+  began = time.perf_counter()
+  compiled = run.step_fn.lower(state, run.input_shape()).compile()
+  compile_seconds = time.perf_counter() - began
+  for _ in range(WARM_STEPS):
+    state, _ = compiled(state, run.step_input())
+  jax.block_until_ready(state)
+  began = time.perf_counter()
+  for _ in range(TIMED_STEPS):
+    state, _ = compiled(state, run.step_input())
+  jax.block_until_ready(state)
+  step = (time.perf_counter() - began) / TIMED_STEPS
+  images = cfg.train.batch_size * cfg.train.n_critic + (
+      cfg.train.generator_batch_size)
+
+  setup = run.setup
+  sampler = loop.make_sampler(setup, cfg.run.standing_stats_samples)
+  grid = first = evaluation = None
+  if cfg.run.sample_grid:
+    z = jax.random.normal(jax.random.PRNGKey(loop.SAMPLE_SEED),
+                          (cfg.run.sample_grid, setup.latent_dim))
+    _timed(sampler, state, z)
+    grid = _timed(sampler, state, z)[0]
+  if cfg.eval.train_metrics:
+    evaluator = report.Evaluator(
+        cfg, cfg.eval.train_metrics, cfg.run.eval_samples,
+        cache_dir=report.reference_cache_dir(cfg.eval))
+    evaluate = lambda: loop.evaluate_samples(  # pylint: disable=g-long-lambda
+        evaluator, sampler, state, cfg.run.eval_samples, setup.latent_dim)
+    first = _timed(evaluate)[0]
+    evaluation = _timed(evaluate)[0]
+
+  began = time.perf_counter()
+  run.checkpointer.save(WARM_STEPS + TIMED_STEPS, state, run.data_position())
+  blocking = time.perf_counter() - began
+  run.checkpointer.wait()
+  save = time.perf_counter() - began
+  folder = run.checkpointer.directory / str(WARM_STEPS + TIMED_STEPS)
+  size = None if storage.is_url(folder) else checkpoints.folder_bytes(folder)
+  began = time.perf_counter()
+  abstract = loop._abstract_state(setup, run.mesh, cfg.seed)  # pylint: disable=protected-access
+  jax.block_until_ready(run.checkpointer.restore(abstract)[0])
+  restore = time.perf_counter() - began
+
+  measured = Measured(startup, compile_seconds, step, first, evaluation, grid,
+                      save, blocking, restore, size)
+  return {
+      'config': {'dataset': cfg.data.dataset, 'method': cfg.loss.method,
+                 'resolution': cfg.model.resolution,
+                 'batch_size': cfg.train.batch_size,
+                 'num_iters': cfg.train.num_iters},
+      'devices': {'platform': jax.devices()[0].platform,
+                  'kind': jax.devices()[0].device_kind,
+                  'count': jax.device_count(),
+                  'processes': jax.process_count()},
+      'placement': run.placement,
+      'startup_seconds': round(startup, 2),
+      'compile_seconds': round(compile_seconds, 2),
+      'seconds_per_iteration': round(step, 4),
+      'images_per_second': round(images / step, 1),
+      'memory': _peak_memory(),
+      'evaluation_seconds': _round(evaluation),
+      'evaluation_first_seconds': _round(first),
+      'sample_grid_seconds': _round(grid),
+      'checkpoint': {'bytes': size, 'save_seconds': round(save, 3),
+                     'blocking_seconds': round(blocking, 3),
+                     'restore_seconds': round(restore, 3)},
+      'measured': measured,
+  }
+
+
+def _round(value, digits: int = 3):
+  return None if value is None else round(value, digits)
+
+
+def _duration(seconds: float) -> str:
+  hours, rest = divmod(int(round(seconds)), 3600)
+  minutes, seconds = divmod(rest, 60)
+  return (f'{hours} h {minutes:02d} min' if hours else
+          f'{minutes} min {seconds:02d} s' if minutes else f'{seconds} s')
+
+
+def text(found: dict) -> str:
+  """The report for a person: what was measured, then the projection."""
+  projection = found['projection']
+  memory = found['memory']
+  lines = [
+      f"devices: {found['devices']['count']} x {found['devices']['kind']} "
+      f"({found['devices']['platform']}), {found['devices']['processes']} "
+      f"process(es); training data on the {found['placement']}",
+      f"startup (data, state): {found['startup_seconds']:.1f} s; compile: "
+      f"{found['compile_seconds']:.1f} s",
+      f"step: {found['seconds_per_iteration'] * 1000:.1f} ms an iteration, "
+      f"{found['images_per_second']:.0f} images/s",
+      'peak memory: ' + ', '.join(
+          f'{name.replace("_bytes", "").replace("_", " ")} '
+          f'{value / 2**20:.0f} MB' for name, value in memory.items()
+          if value is not None),
+  ]
+  if found['evaluation_seconds'] is not None:
+    lines.append('evaluation during training: '
+                 f"{found['evaluation_seconds']:.1f} s (the first "
+                 f"{found['evaluation_first_seconds']:.1f} s)")
+  if found['sample_grid_seconds'] is not None:
+    lines.append(f"sample grid: {found['sample_grid_seconds']:.2f} s")
+  size = found['checkpoint']['bytes']
+  lines.append(
+      'checkpoint: ' + (f'{size / 2**20:.1f} MB, ' if size else '')
+      + f"saved in {found['checkpoint']['save_seconds']:.2f} s (the loop "
+      f"waits {found['checkpoint']['blocking_seconds']:.2f} s of it), "
+      f"restored in {found['checkpoint']['restore_seconds']:.2f} s")
+  counts = projection['counts']
+  lines.append(f"projected run of {counts['iterations']} iterations: "
+               f"{_duration(projection['total_seconds'])}")
+  for name, seconds in projection['seconds'].items():
+    if name == 'final_evaluation':
+      continue
+    count = counts.get(name)
+    lines.append(f'  {name.replace("_", " ")}: {_duration(seconds)}'
+                 + (f' ({count})' if count else ''))
+  lines.append(
+      f"then --mode=evaluate on {counts['final_evaluation_samples']} samples: "
+      f"{_duration(projection['seconds']['final_evaluation'])} for the "
+      'metrics of eval.train_metrics (its Inception metrics, and reference '
+      'statistics not yet cached, come on top)')
+  return '\n'.join(lines)
+
+
+def json_line(found: dict) -> str:
+  return json.dumps(found, sort_keys=True)

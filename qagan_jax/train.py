@@ -84,7 +84,8 @@ def default_config() -> ml_collections.ConfigDict:
       adam_eps=1e-8,             # TensorFlow's default, as the authors' code
       ema_decay=0.99,            # generator EMA for sampling
       # Unroll the scan over critic steps: XLA:CPU runs convolutions inside
-      # a while loop about 10x slower; accelerators lose nothing by it.
+      # a while loop 10-50x slower (README, Speed); on accelerators it
+      # makes a larger program to compile.
       unroll_critic_steps=True,
   ))
   return config

@@ -21,18 +21,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
-import resource
 import time
 
 import jax
 import ml_collections
-import numpy as np
 
 from qagan_jax import checkpoints
 from qagan_jax import loop
 from qagan_jax import storage
-from qagan_jax import train
 from qagan_jax.evaluation import report
 
 log = logging.getLogger(__name__)
@@ -96,11 +92,16 @@ def project(config: ml_collections.ConfigDict, measured: Measured) -> dict:
 
 
 def _peak_memory() -> dict:
+  """Peak bytes of the first local device (None where the platform does
+  not say, as XLA:CPU) and of this process's host memory (None off Unix)."""
   stats = jax.local_devices()[0].memory_stats() or {}
+  try:
+    import resource  # pylint: disable=g-import-not-at-top
+    host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KB
+  except ImportError:
+    host = None
   return {'device_peak_bytes': stats.get('peak_bytes_in_use'),
-          # ru_maxrss is in KB on Linux
-          'host_peak_rss_bytes': resource.getrusage(
-              resource.RUSAGE_SELF).ru_maxrss * 1024}
+          'host_peak_rss_bytes': host}
 
 
 def measure(config: ml_collections.ConfigDict, workdir) -> dict:

@@ -71,22 +71,44 @@ def _psd_solve(matrix, rhs):
   Cholesky when the matrix is clearly positive definite (accurate in
   float32 even at condition numbers ~1e6, where a float32 eigendecomposition
   is not), else a pseudo-inverse that drops eigenvalues below eps * max.
+  One matrix (the training penalty's case) computes the eigendecomposition
+  only when the factorisation fails (`lax.cond`; an outer vmap turns it into
+  a select of both, as batched matrices compute both here).
   """
+  chol, definite = _cholesky_if_definite(matrix)
+  if matrix.ndim == 2 and rhs.ndim == 1:
+    return jax.lax.cond(definite,
+                        lambda: _cholesky_solve(chol, rhs),
+                        lambda: _pinv_solve(matrix, rhs))
+  return jnp.where(definite[..., None], _cholesky_solve(chol, rhs),
+                   _pinv_solve(matrix, rhs))
+
+
+def _cholesky_if_definite(matrix):
+  """(Cholesky factor, or the identity where it is not usable; whether the
+  matrix is clearly positive definite: finite pivots above eps * max)."""
   eps = jnp.finfo(matrix.dtype).eps
   chol = jnp.linalg.cholesky(matrix)
   pivots = jnp.diagonal(chol, axis1=-2, axis2=-1)**2
   largest = jnp.max(jnp.diagonal(matrix, axis1=-2, axis2=-1), axis=-1)
   definite = (jnp.all(jnp.isfinite(chol), axis=(-2, -1))
               & (jnp.min(pivots, axis=-1) > eps * largest))
-  safe_chol = jnp.where(definite[..., None, None], chol,
-                        jnp.eye(matrix.shape[-1], dtype=matrix.dtype))
-  by_cholesky = jax.scipy.linalg.cho_solve((safe_chol, True), rhs[..., None])
+  safe = jnp.where(definite[..., None, None], chol,
+                   jnp.eye(matrix.shape[-1], dtype=matrix.dtype))
+  return safe, definite
+
+
+def _cholesky_solve(chol, rhs):
+  return jax.scipy.linalg.cho_solve((chol, True), rhs[..., None])[..., 0]
+
+
+def _pinv_solve(matrix, rhs):
+  eps = jnp.finfo(matrix.dtype).eps
   eigvals, eigvecs = jnp.linalg.eigh(matrix)
   keep = eigvals > eps * jnp.max(eigvals, axis=-1, keepdims=True)
   inverse = jnp.where(keep, 1 / jnp.where(keep, eigvals, 1), 0)
   projected = jnp.einsum('...ji,...j->...i', eigvecs, rhs)
-  by_pinv = jnp.einsum('...ij,...j->...i', eigvecs, inverse * projected)
-  return jnp.where(definite[..., None], by_cholesky[..., 0], by_pinv)
+  return jnp.einsum('...ij,...j->...i', eigvecs, inverse * projected)
 
 
 @jax.custom_vjp

@@ -13,6 +13,7 @@ import scipy.ndimage
 from PIL import Image
 from skimage import data as skdata
 
+from helpers import numerics
 from qagan_jax.quality import niqe
 from qagan_jax.quality import nss
 
@@ -183,6 +184,35 @@ def test_mvg_distance_matches_the_pinv_formula():
                                 for a in zip(*cases)))
   np.testing.assert_allclose(batched, [numpy_distance(*c) for c in cases],
                              rtol=1e-4)
+
+
+def test_one_matrix_takes_one_branch_and_equals_the_batched_solve():
+  """One matrix: Cholesky, or the eigendecomposition only when it fails
+  (lax.cond); a batch computes both and selects. Same values and gradients,
+  on definite and singular covariances."""
+  rng = np.random.default_rng(4)
+  low_rank = rng.normal(size=(8, 3))
+  for cov_t in (random_spd(rng, 8, 2.0), low_rank @ low_rank.T,
+                np.zeros((8, 8))):
+    args = [np.float32(a) for a in (rng.normal(size=8), random_spd(rng, 8),
+                                    rng.normal(size=8), cov_t)]
+    # pristine covariance zero too: only the pseudo-inverse can solve
+    for case in (args, args[:1] + [np.zeros((8, 8), np.float32)] + args[2:]):
+      one = jax.jit(jax.value_and_grad(niqe.mvg_distance, argnums=(0, 1, 3)))
+      batched = jax.jit(jax.value_and_grad(
+          lambda *a: niqe.mvg_distance(*(x[None] for x in a))[0],
+          argnums=(0, 1, 3)))
+      (value, grads), (value_b, grads_b) = one(*case), batched(*case)
+      # the same branch's arithmetic (sums of 8 x 8 terms), which XLA may
+      # fuse differently in the two programs
+      rel = numerics.reordered_sum(64)
+      np.testing.assert_allclose(value, value_b, rtol=rel, atol=rel)
+      for g, g_b in zip(grads, grads_b):
+        scale = max(float(np.abs(g_b).max()), 1e-30)
+        np.testing.assert_allclose(g, g_b, rtol=0, atol=rel * scale)
+  matrix = jnp.asarray(random_spd(rng, 8))
+  lowered = jax.jit(niqe._psd_solve).lower(matrix, jnp.ones(8)).as_text()  # pylint: disable=protected-access
+  assert 'cond' in lowered or 'case' in lowered
 
 
 def test_mvg_distance_is_finite_with_finite_gradients_at_edge_cases():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
+from helpers import numerics
 from qagan_jax import losses
 from qagan_jax import models
 from qagan_jax import quality
@@ -44,6 +45,29 @@ _loss_and_grads = jax.jit(
 def loss_and_grads(config, params, real, fake, keys, pristine=None):
   """One compiled program per config, reused across calls."""
   return _loss_and_grads(critic_fn, params, real, fake, keys, config, pristine)
+
+
+def test_one_critic_call_on_both_batches_equals_a_call_on_each():
+  params, real, fake, keys = setup_batches()
+  batch = real.shape[0]
+
+  def apart(params, images):
+    """The critic on each half of the doubled batch, separately."""
+    if images.shape[0] != 2 * batch:
+      return critic_fn(params, images)
+    return jnp.concatenate([critic_fn(params, images[:batch]),
+                            critic_fn(params, images[batch:])])
+
+  config = losses.LossConfig('ssim')
+  (value, metrics), grads = loss_and_grads(config, params, real, fake, keys)
+  (value_apart, metrics_apart), grads_apart = _loss_and_grads(
+      apart, params, real, fake, keys, config, None)
+  # the same per-image arithmetic in kernels of another batch size: the
+  # rounding of reordered sums (a parameter's gradient sums over the 2 x 4
+  # images' 32 x 32 positions)
+  rel = numerics.reordered_sum(2 * batch * 32 * 32)
+  numerics.assert_trees_close((value, metrics, grads),
+                              (value_apart, metrics_apart, grads_apart), rel)
 
 
 @pytest.mark.slow

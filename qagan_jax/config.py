@@ -221,6 +221,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for name in ('num_samples', 'reference_samples', 'batch_size', 'swd_images',
                'diversity_pairs'):
     _positive_int(errors, f'eval.{name}', evaluation[name])
+  cache = evaluation.get('reference_cache', '')
+  if not isinstance(cache, str):
+    errors.append("eval.reference_cache must be a path or URL, '' (the user "
+                  f"cache) or 'none', got {cache!r}")
+  else:
+    try:
+      report.reference_cache_dir(evaluation)
+    except ValueError as error:
+      errors.append(f'eval.reference_cache={error}')
   for count_field, count, metrics_field, metrics in (
       ('eval.num_samples', evaluation.num_samples, 'eval.metrics',
        evaluation.metrics),

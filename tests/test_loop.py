@@ -343,3 +343,8 @@ def test_validate_names_bad_fields_and_suggests(tiny_run_config):
   config.eval.num_samples = 5
   with pytest.raises(ValueError, match='eval.num_samples must be at least 10'):
     config_lib.validate(config)
+  config = tiny_run_config()
+  config.eval.reference_cache = 'nosuch://bucket/cache'
+  with pytest.raises(ValueError, match=r'eval.reference_cache=nosuch://bucket/'
+                     r'cache: nosuch:// is not a storage'):
+    config_lib.validate(config)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 
 import grain
@@ -41,29 +40,6 @@ def _megabytes(count: int) -> str:
   return f'{count / 2**20:.1f} MB'
 
 
-def folder_bytes(path) -> int:
-  """Bytes of the files under a local folder (0 if it does not exist)."""
-  total = 0
-  for root, _, files in os.walk(os.fspath(path)):
-    for name in files:
-      try:
-        total += os.lstat(os.path.join(root, name)).st_size
-      except FileNotFoundError:
-        pass
-  return total
-
-
-def free_bytes(path) -> int | None:
-  """Free bytes on the local filesystem of `path` (its nearest existing
-  parent); None for a URL (object stores do not fill)."""
-  if storage.is_url(path):
-    return None
-  existing = os.fspath(path)
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  return shutil.disk_usage(existing).free
-
-
 def non_finite_leaves(tree) -> list[str]:
   """Paths of the floating leaves of `tree` that hold NaN or inf."""
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]
@@ -85,10 +61,6 @@ def _all_finite(leaves):
   return jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])
 
 
-def _out_of_space_text(text: str) -> bool:
-  return 'No space left on device' in text or "os_error_code='28'" in text
-
-
 class _OrbaxOutOfSpace(logging.Filter):
   """Drops orbax's logs of a write that failed for a full disk: the run
   reports it once itself (Checkpointer.disk_full)."""
@@ -99,7 +71,7 @@ class _OrbaxOutOfSpace(logging.Filter):
     text = record.getMessage()
     if record.exc_info and record.exc_info[1] is not None:
       text += str(record.exc_info[1])
-    return not _out_of_space_text(text)
+    return not storage.mentions_out_of_space(text)
 
 
 class _QuietAbandonedWrites:
@@ -185,7 +157,8 @@ class Checkpointer:
     before there is one the state's own size and a tenth for metadata."""
     self.manager.reload()       # the complete ones, as on disk
     steps = self.manager.all_steps()
-    on_disk = folder_bytes(self.directory / str(max(steps))) if steps else 0
+    on_disk = (storage.folder_bytes(self.directory / str(max(steps)))
+               if steps else 0)
     in_memory = 0 if state is None else sum(
         np.dtype(leaf.dtype).itemsize * int(np.prod(leaf.shape))
         for leaf in jax.tree_util.tree_leaves(state))
@@ -196,7 +169,7 @@ class Checkpointer:
   def _check_room(self, step: int, state) -> None:
     """Raises DiskFullError, before writing anything, where a local disk
     has no room for the checkpoint (on every process if one has none)."""
-    free = free_bytes(self.directory)
+    free = storage.free_bytes(self.directory)
     needed = self._room_needed(state) if free is not None else 0
     room = free is None or free >= needed
     if jax.process_count() > 1:
@@ -208,7 +181,7 @@ class Checkpointer:
                 step: int | None = None) -> DiskFullError:
     """The error of a full disk: `what` could not be written (the
     checkpoint of `step`, or another file), and what to free."""
-    free = free_bytes(self.directory) or 0
+    free = storage.free_bytes(self.directory) or 0
     needed = self._room_needed() if needed is None else needed
     self.manager.reload()
     steps = [s for s in self.manager.all_steps() if step is None or s < step]

@@ -201,10 +201,9 @@ def generate(sampler: Sampler, state, num: int, seed: int, latent_dim: int,
   if bad:
     raise report.NonFiniteSamplesError(bad, num)
   if shared:     # rows beyond `num` on the last processes: padding
-    pad = report.share_size(num) - (stop - start)
-    if pad or not chunks:
-      chunks.append(convert(sampler.images(prepared, np.zeros(
-          (max(pad, 1), latent_dim), np.float32)))[:pad])
+    if not chunks:     # no share at all (fewer samples than processes)
+      chunks.append(convert(sampler.images(prepared, z[:1]))[:0])
+    return report.padded(np.concatenate(chunks), report.share_size(num))
   return np.concatenate(chunks)
 
 
@@ -488,6 +487,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
     run.close(finish_saves=not (peer_lost or disk_full))
 
 
+def due(done: int, every: int, total: int) -> bool:
+  """Whether the loop logs, samples, evaluates or saves (each at its own
+  `every`) after step `done` of `total`: every `every` steps and at the
+  end. The preflight check counts by it too."""
+  return done % every == 0 or done == total
+
+
 def _train(run: _Run, stop_after, on_step) -> train.TrainState:
   cfg, setup, state = run.config, run.setup, run.state
   total = cfg.train.num_iters
@@ -541,7 +547,7 @@ def _train(run: _Run, stop_after, on_step) -> train.TrainState:
       state, metrics = step_fn(state, run.step_input())
       done = step + 1
       progress.update()
-      if done % cfg.run.log_every == 0 or done == total:
+      if due(done, cfg.run.log_every, total):
         values = {k: float(v) for k, v in train.host_value(metrics).items()}
         bad = [k for k, v in values.items() if not math.isfinite(v)]
         if bad:
@@ -552,11 +558,11 @@ def _train(run: _Run, stop_after, on_step) -> train.TrainState:
         values['learning_rate'] = float(gen_schedule(step))
         writer.scalars(done, values)
         progress.show(values)
-      if done % cfg.run.sample_every == 0 or done == total:
+      if due(done, cfg.run.sample_every, total):
         save_grid(done)
-      if done % cfg.run.eval_every == 0 or done == total:
+      if due(done, cfg.run.eval_every, total):
         evaluate(done)
-      if done % cfg.run.checkpoint_every == 0 or done == total:
+      if due(done, cfg.run.checkpoint_every, total):
         writer.flush()     # the metrics of the steps it holds, first
         run.checkpointer.save(done, state, run.data_position())
         last_saved = done

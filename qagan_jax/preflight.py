@@ -26,7 +26,6 @@ import time
 import jax
 import ml_collections
 
-from qagan_jax import checkpoints
 from qagan_jax import loop
 from qagan_jax import storage
 from qagan_jax.evaluation import report
@@ -52,9 +51,10 @@ class Measured:
 
 
 def _events(total: int, every: int, at_start: bool) -> int:
-  """How many times the loop does something every `every` steps of
-  `total` (and at the last step; and before the first, if `at_start`)."""
-  return len(set(range(every, total + 1, every)) | {total}) + int(at_start)
+  """How many times the loop does something every `every` steps of `total`
+  (`loop.due`; and before the first step, if `at_start`)."""
+  return sum(loop.due(done, every, total)
+             for done in range(1, total + 1)) + int(at_start)
 
 
 def project(config: ml_collections.ConfigDict, measured: Measured) -> dict:
@@ -169,7 +169,7 @@ def _measure(run, startup: float) -> dict:
   run.checkpointer.wait()
   save = time.perf_counter() - began
   folder = run.checkpointer.directory / str(WARM_STEPS + TIMED_STEPS)
-  size = None if storage.is_url(folder) else checkpoints.folder_bytes(folder)
+  size = None if storage.is_url(folder) else storage.folder_bytes(folder)
   began = time.perf_counter()
   abstract = loop._abstract_state(setup, run.mesh, cfg.seed)  # pylint: disable=protected-access
   jax.block_until_ready(run.checkpointer.restore(abstract)[0])

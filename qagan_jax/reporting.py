@@ -74,7 +74,7 @@ class MetricWriter:
     if self.path.exists():
       self._lines = [line for line in self.path.read_text().splitlines()
                      if line.strip() and json.loads(line)['step'] <= resume_step]
-      storage.write_text(self.path, ''.join(l + '\n' for l in self._lines))
+      storage.write_text(self.path, self._contents())
     else:
       self.path.parent.mkdir(parents=True, exist_ok=True)
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
@@ -88,11 +88,11 @@ class MetricWriter:
     record = {'step': int(step), 'time': time.time()}
     record.update({k: float(v) for k, v in values.items()})
     line = json.dumps(record)
-    self._lines.append(line)
     if self._append:
       with self.path.open('a') as f:
         f.write(line + '\n')
     else:
+      self._lines.append(line)
       self._dirty = True
       if time.monotonic() - self._uploaded > self._upload_every:
         self.flush()
@@ -103,10 +103,13 @@ class MetricWriter:
     if self.enabled:
       self._tensorboard.add_image(name, image, step, dataformats='HWC')
 
+  def _contents(self) -> str:
+    return ''.join(line + '\n' for line in self._lines)
+
   def flush(self) -> None:
     """Puts every line and event written so far in the workdir."""
     if self._dirty:
-      storage.write_text(self.path, ''.join(l + '\n' for l in self._lines))
+      storage.write_text(self.path, self._contents())
       self._dirty, self._uploaded = False, time.monotonic()
     if self._tensorboard is not None:
       self._tensorboard.flush()

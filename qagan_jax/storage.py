@@ -123,9 +123,7 @@ def workdir_problem(workdir: str | os.PathLike) -> str | None:
   path = os.fspath(workdir)
   if os.path.exists(path) and not os.path.isdir(path):
     return f'--workdir={workdir} is a file, not a directory.'
-  existing = path
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
+  existing = _nearest_existing(path)
   if not os.path.isdir(existing):
     return f'--workdir={workdir}: {existing} is a file, not a directory.'
   try:   # what the disk says, read-only mounts included
@@ -138,6 +136,39 @@ def workdir_problem(workdir: str | os.PathLike) -> str | None:
   return None
 
 
+def _nearest_existing(path: str) -> str:
+  """`path`, or its nearest parent that exists (local paths)."""
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  return path
+
+
+def folder_bytes(path) -> int:
+  """Bytes of the files under a local folder (0 if it does not exist)."""
+  total = 0
+  for root, _, files in os.walk(os.fspath(path)):
+    for name in files:
+      try:
+        total += os.lstat(os.path.join(root, name)).st_size
+      except FileNotFoundError:
+        pass
+  return total
+
+
+def free_bytes(path) -> int | None:
+  """Free bytes on the local filesystem of `path` (its nearest existing
+  parent); None for a URL (object stores do not fill)."""
+  if is_url(path):
+    return None
+  return shutil.disk_usage(_nearest_existing(os.fspath(path))).free
+
+
+def mentions_out_of_space(text: str) -> bool:
+  """Whether a library's message reports a full disk (tensorstore's, for
+  one, wraps the OS error in its own text)."""
+  return 'No space left on device' in text or "os_error_code='28'" in text
+
+
 def is_out_of_space(error: BaseException) -> bool:
   """Whether `error`, or one it was raised from, is a full disk (ENOSPC,
   EDQUOT)."""
@@ -147,7 +178,7 @@ def is_out_of_space(error: BaseException) -> bool:
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC,
                                                       errno.EDQUOT):
       return True
-    if 'No space left on device' in str(error):   # wrapped by a library
+    if mentions_out_of_space(str(error)):   # wrapped by a library
       return True
     error = error.__cause__ or error.__context__
   return False

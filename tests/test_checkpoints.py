@@ -16,6 +16,7 @@ from helpers import runs
 from qagan_jax import checkpoints
 from qagan_jax import loop
 from qagan_jax import reporting
+from qagan_jax import storage
 
 QUIET = {'run__sample_grid': 0, 'eval__train_metrics': ()}
 
@@ -31,9 +32,9 @@ def test_a_checkpoint_without_room_is_not_begun(tmp_path, monkeypatch):
                            jnp.float32)}    # not compressible
   checkpointer.save(1, state)
   checkpointer.wait()
-  size = checkpoints.folder_bytes(tmp_path / 'checkpoints' / '1')
+  size = storage.folder_bytes(tmp_path / 'checkpoints' / '1')
   assert size >= 4 * 4096
-  monkeypatch.setattr(checkpoints, 'free_bytes', lambda path: size // 2)
+  monkeypatch.setattr(storage, 'free_bytes', lambda path: size // 2)
   with pytest.raises(checkpoints.DiskFullError) as full:
     checkpointer.save(2, state)
   message = str(full.value)

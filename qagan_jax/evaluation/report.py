@@ -227,7 +227,7 @@ class Evaluator:
         mine.append(self.extractor(input_pipeline.to_uint8(
             chunk[lo - offset:hi - offset]))[0])
       offset += len(chunk)
-    features = gather({'features': _padded(
+    features = gather({'features': padded(
         np.concatenate(mine) if mine else np.zeros((0, 2048), np.float32),
         share_size(count))}, count)['features']
     stats = metrics_lib.GaussianStats.of(features)
@@ -322,7 +322,8 @@ def share(count: int) -> tuple[int, int]:
   return start, min(start + size, count)
 
 
-def _padded(rows: np.ndarray, size: int) -> np.ndarray:
+def padded(rows: np.ndarray, size: int) -> np.ndarray:
+  """`rows` with zero rows after them, `size` in all (a share's padding)."""
   pad = size - len(rows)
   return np.concatenate([rows, np.zeros((pad,) + rows.shape[1:], rows.dtype)]
                         ) if pad else rows
@@ -332,7 +333,7 @@ def gather(parts: dict[str, np.ndarray], count: int) -> dict[str, np.ndarray]:
   """Every process's rows of `parts`, in process order, the first `count`.
 
   Each process holds the rows of its contiguous share of `count` samples
-  (`loop.share`), padded to the same number of rows (the padding is last,
+  (`share`), padded to the same number of rows (the padding is last,
   so the first `count` rows of the concatenation are the samples in order).
   One process: its own rows."""
   if jax.process_count() == 1:

@@ -28,6 +28,7 @@ import sys
 import command_lines
 
 from qagan_jax import checkpoints
+from qagan_jax import storage
 
 
 def _listing(folder: pathlib.Path) -> tuple[list, list]:
@@ -52,7 +53,7 @@ def main():
   shutil.copytree(run, workdir)
   case = {'argv': [f'--workdir={workdir}', *sys.argv[4:]]}
   newest = max(_listing(workdir / 'checkpoints')[0])
-  size = checkpoints.folder_bytes(workdir / 'checkpoints' / str(newest))
+  size = storage.folder_bytes(workdir / 'checkpoints' / str(newest))
   results = {}
   filler = _fill(disk, size // 2)
   results['full'] = command_lines.run_in_child(case)

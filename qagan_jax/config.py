@@ -104,21 +104,21 @@ def with_protocol(config: ml_collections.ConfigDict,
 def demo_config() -> ml_collections.ConfigDict:
   """QAGAN-SSIM on 32x32 patches of natural photographs, for a laptop CPU.
 
-  Runs offline in about 2.5 minutes (141-147 s measured) on a 2-core CPU,
-  compilation and three evaluations included: the data are crops of the
-  photographs that ship with scikit-image. Its samples go from noise to photograph-like colour
-  patches; the README gives its numbers against patches of the photographs
-  held out from training.
+  Runs offline in about a minute on a 2-core CPU (65 s measured for the
+  command, compilation and three evaluations included): the data are crops
+  of the photographs that ship with scikit-image. Its samples go from noise
+  to photograph-like colour patches; the README gives its numbers against
+  patches of the photographs held out from training.
 
-  Settings chosen by measurement for quality per second on a CPU (README,
-  "The demo"): a width-16 network with a small batch and 2 critic steps per
-  generator step, at a learning rate of 2e-3, makes 480 generator steps in
-  the time 5 critic steps at batch 32 make ~130, and ends closer to the
-  data. QAGAN-SSIM rather than QAGAN-NIQE or WGAN-GP: with the same seeds
-  and budget it gets closest to the data on both distances, against the
-  strong WGAN-GP baseline too (experiments/compare_offline.py; the README's
-  table), while QAGAN-NIQE, whose penalty fits a Gaussian of 36 features to
-  16 gradient maps a step at this scale, ends further from the data than
+  Settings chosen by measurement for quality per second on a CPU: a
+  width-16 network with a small batch and 2 critic steps per generator
+  step, at a learning rate of 2e-3, makes 480 generator steps in the time 5
+  critic steps at batch 32 make ~130, and ends closer to the data.
+  QAGAN-SSIM rather than QAGAN-NIQE or WGAN-GP: with the same seeds and
+  budget it gets closest to the data on both distances, against the strong
+  WGAN-GP baseline too (experiments/compare_offline.py; docs/evaluation.md),
+  while QAGAN-NIQE, whose penalty fits a Gaussian of 36 features to 16
+  gradient maps a step at this scale, ends further from the data than
   WGAN-GP and compiles 25 s longer.
   """
   config = base_config()
@@ -188,6 +188,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(errors, 'loss.niqe.pristine', loss.niqe.pristine,
           train.PRISTINE_SOURCES)
   _choice(errors, 'model.dtype', model.dtype, tuple(train.DTYPES))
+  _choice(errors, 'train.critic_loop', train_cfg.critic_loop,
+          train.CRITIC_LOOPS)
   _choice(errors, 'model.resolution', model.resolution,
           tuple(models.ARCHITECTURES))
   _choice(errors, 'data.stl10_resolution', data.stl10_resolution, (48, 96))

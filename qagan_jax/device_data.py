@@ -256,10 +256,7 @@ def draw(images: jax.Array, rng: jax.Array, step: jax.Array,
   mine_only = (words.astype(jnp.uint8) if packed.shape[-1] % 4 else
                jax.lax.bitcast_convert_type(words, jnp.uint8))
   mine_only = mine_only.reshape(spec.n_critic, -1, side, side, 3)
-  # as input_pipeline.to_unit_range; clipped, as XLA's fused multiply-add
-  # takes 255 to 1 + 1 ulp
-  return jnp.clip(mine_only.astype(jnp.float32) * (2.0 / 255.0) - 1.0, -1.0,
-                  1.0)
+  return input_pipeline.unit_range_on_device(mine_only)
 
 
 @functools.lru_cache(maxsize=None)

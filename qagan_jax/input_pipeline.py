@@ -3,7 +3,8 @@
 Every dataset is a random-access source (`tfds.data_source` for CIFAR-10,
 STL-10 and CelebA; `NaturalPatches` for the embedded default) read by a
 `grain.DataLoader`: an endless, per-epoch reshuffled, per-process shard of
-the global batch, as float32 NHWC images in [-1, 1]. Reading needs no
+the global batch, as uint8 NHWC images (the train step takes them to [-1, 1]
+on the devices, `unit_range_on_device`). Reading needs no
 TensorFlow; preparing a tfds dataset once does (`python -m
 qagan_jax.prepare_data`).
 
@@ -33,6 +34,7 @@ from typing import Any, Iterator
 from absl import flags
 import grain
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from PIL import Image
@@ -241,6 +243,12 @@ def to_unit_range(image: np.ndarray) -> np.ndarray:
   return image.astype(np.float32) * (2.0 / 255.0) - 1.0
 
 
+def unit_range_on_device(images: jax.Array) -> jax.Array:
+  """`to_unit_range` inside a jitted program: uint8 `[..., 3]` -> float32
+  in [-1, 1]. Clipped: XLA's fused multiply-add takes 255 to 1 + 1 ulp."""
+  return jnp.clip(images.astype(jnp.float32) * (2.0 / 255.0) - 1.0, -1.0, 1.0)
+
+
 def to_uint8(images) -> np.ndarray:
   """float [-1, 1] -> uint8 [0, 255], rounded and clipped as saved images."""
   return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0,
@@ -280,7 +288,11 @@ def random_flip(data_config) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class Preprocess(grain.transforms.RandomMap):
-  """Record -> float32 image in [-1, 1], with the dataset's geometry."""
+  """Record -> uint8 image with the dataset's geometry and augmentation.
+
+  Batches stay bytes through grain and the host-to-device copy (a quarter
+  of float32's); the step converts them (`unit_range_on_device`).
+  """
   dataset: str
   size: int
   flip: bool
@@ -289,7 +301,7 @@ class Preprocess(grain.transforms.RandomMap):
     image = fit_geometry(element['image'], self.dataset, self.size)
     if self.flip and rng.random() < 0.5:
       image = image[:, ::-1]
-    return to_unit_range(image)
+    return np.ascontiguousarray(image)
 
 
 def _preprocess(data_config) -> Preprocess:
@@ -340,7 +352,9 @@ def create_loader(data_config, global_batch_size: int, *, seed: int,
                   process_count: int | None = None,
                   device_count: int | None = None,
                   source=None) -> grain.DataLoader:
-  """An endless grain loader of `[B, R, R, 3]` float32 batches in [-1, 1].
+  """An endless grain loader of `[B, R, R, 3]` uint8 batches (the images as
+  the dataset's geometry and augmentation leave them; `to_unit_range` or
+  the train step's `unit_range_on_device` takes them to [-1, 1]).
 
   B is this process's share of `global_batch_size`; each process reads a
   disjoint shard of every epoch, reshuffled each epoch with `seed`. Fails
@@ -417,8 +431,8 @@ def iter_split_images(data_config, split: str, count: int, *, seed: int = 1,
   rng = np.random.default_rng(seed)
   indices = rng.permutation(len(source))[:count]
   for start in range(0, len(indices), chunk):
-    yield np.stack([preprocess.random_map(source[int(i)], rng)
-                    for i in indices[start:start + chunk]])
+    yield to_unit_range(np.stack([preprocess.random_map(source[int(i)], rng)
+                                  for i in indices[start:start + chunk]]))
 
 
 def batches(loader: grain.DataLoader) -> Iterator[Any]:
@@ -458,7 +472,7 @@ class Prefetcher:
   copy of the next step overlap the running one. `position()` is the
   iterator's state just after the batches handed out so far (not the ones
   read ahead): what a checkpoint must hold to resume exactly. `shape` is
-  an item's `jax.ShapeDtypeStruct` (float32, `global_shape`, `sharding`).
+  an item's `jax.ShapeDtypeStruct` (uint8, `global_shape`, `sharding`).
 
   Args:
     iterator: a grain DataLoader iterator (positioned: restore it first).
@@ -470,7 +484,7 @@ class Prefetcher:
 
   def __init__(self, iterator, n_critic: int, sharding, global_shape,
                depth: int = 2):
-    self.shape = jax.ShapeDtypeStruct(tuple(global_shape), np.float32,
+    self.shape = jax.ShapeDtypeStruct(tuple(global_shape), np.uint8,
                                       sharding=sharding)
     self._iterator = iterator
     self._position = _Position(iterator.get_state())

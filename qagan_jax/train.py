@@ -33,6 +33,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from qagan_jax import compilation
+from qagan_jax import input_pipeline
 from qagan_jax import losses
 from qagan_jax import models
 from qagan_jax import quality
@@ -41,6 +42,7 @@ AXIS = 'data'
 NUM_FEATURES = 36
 PRISTINE_SOURCES = ('sobel', 'critic', 'file')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+CRITIC_LOOPS = ('auto', 'unrolled', 'scan')
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -83,10 +85,9 @@ def default_config() -> ml_collections.ConfigDict:
       b2=0.9,
       adam_eps=1e-8,             # TensorFlow's default, as the authors' code
       ema_decay=0.99,            # generator EMA for sampling
-      # Unroll the scan over critic steps: XLA:CPU runs convolutions inside
-      # a while loop 10-50x slower (README, Speed); on accelerators it
-      # makes a larger program to compile.
-      unroll_critic_steps=True,
+      # How the step runs its n_critic critic steps (CRITIC_LOOPS): 'auto'
+      # unrolls them on CPUs and scans them elsewhere (critic_steps_unrolled).
+      critic_loop='auto',
   ))
   return config
 
@@ -104,7 +105,7 @@ class Setup:
   loss: losses.LossConfig
   latent_dim: int
   n_critic: int
-  unroll_critic_steps: bool
+  critic_loop: str              # one of CRITIC_LOOPS
   ema_decay: float
   pristine_source: str | None
   refresh_every: int
@@ -147,6 +148,9 @@ def build(config: ml_collections.ConfigDict) -> Setup:
 def _build(sections_json: str) -> Setup:
   config = ml_collections.ConfigDict(json.loads(sections_json))
   model_cfg, loss_cfg, train_cfg = config.model, config.loss, config.train
+  if train_cfg.critic_loop not in CRITIC_LOOPS:
+    raise ValueError(f'train.critic_loop must be one of {CRITIC_LOOPS}, got '
+                     f'{train_cfg.critic_loop!r}.')
   if model_cfg.dtype not in DTYPES:
     raise ValueError(f'model.dtype must be one of {sorted(DTYPES)}, got '
                      f'{model_cfg.dtype!r}.')
@@ -183,7 +187,7 @@ def _build(sections_json: str) -> Setup:
       generator=generator, critic=critic,
       generator_tx=adam(gen_schedule), critic_tx=adam(critic_schedule),
       loss=loss, latent_dim=model_cfg.latent_dim, n_critic=train_cfg.n_critic,
-      unroll_critic_steps=train_cfg.unroll_critic_steps,
+      critic_loop=train_cfg.critic_loop,
       ema_decay=train_cfg.ema_decay, pristine_source=source,
       refresh_every=niqe_cfg.refresh_every,
       refresh_momentum=niqe_cfg.refresh_momentum)
@@ -320,8 +324,24 @@ def _refreshed_pristine(setup: Setup, state: TrainState, critic_params, real):
                       lambda _: (state.pristine, state.pristine_count), None)
 
 
+def critic_steps_unrolled(critic_loop: str, platform: str) -> bool:
+  """Whether a step compiled for `platform` unrolls its critic steps.
+
+  'auto' unrolls them on CPUs only: XLA:CPU runs the convolutions of a while
+  loop's body 10-50x slower (docs/speed.md), while on GPUs and TPUs an
+  unrolled loop is an n_critic times larger program to compile (five copies
+  of the critic's double backward pass and penalty) for no faster a step.
+  """
+  if critic_loop not in CRITIC_LOOPS:
+    raise ValueError(f'train.critic_loop must be one of {CRITIC_LOOPS}, got '
+                     f'{critic_loop!r}.')
+  if critic_loop == 'auto':
+    return platform == 'cpu'
+  return critic_loop == 'unrolled'
+
+
 def train_step(setup: Setup, state: TrainState, real_batches, *,
-               generator_batch: int):
+               generator_batch: int, unroll: bool):
   """One generator iteration on this device's slice of the batches.
 
   Args:
@@ -329,6 +349,8 @@ def train_step(setup: Setup, state: TrainState, real_batches, *,
     state: the replicated train state.
     real_batches: `[n_critic, B_local, H, W, 3]` real images in [-1, 1].
     generator_batch: this device's generator batch size.
+    unroll: run the critic steps as a Python loop rather than a `lax.scan`
+      (`critic_steps_unrolled`).
 
   Returns:
     (new state, metrics averaged over critic steps and devices).
@@ -366,11 +388,9 @@ def train_step(setup: Setup, state: TrainState, real_batches, *,
 
   carry = (state.critic_params, state.critic_opt_state)
   step_keys = jax.random.split(critic_key, setup.n_critic)
-  if setup.unroll_critic_steps:
+  if unroll:
     # A Python loop, not scan(unroll=True): that still leaves a one-trip
-    # while loop when n_critic is 1, and XLA:CPU runs the convolutions of a
-    # while body ~7x slower (2.4 s against 0.34 s for n_critic 1 and 2 at
-    # width 16, batch 32).
+    # while loop when n_critic is 1, whose convolutions XLA:CPU runs slowly.
     per_step = []
     for i in range(setup.n_critic):
       carry, step_metrics = critic_update(carry, (real_batches[i],
@@ -467,12 +487,16 @@ def make_train_step(setup: Setup, mesh: Mesh, *, batch_size: int,
     batch_size: global critic batch size, divisible by the device count.
     generator_batch_size: global generator batch size, likewise.
     draw: None, and `data` is the step's real batches `[n_critic,
-      batch_size, H, W, 3]` split along the batch axis (`batch_sharding`);
+      batch_size, H, W, 3]` split along the batch axis (`batch_sharding`),
+      float in [-1, 1] or uint8 in [0, 255] (converted on the devices, as
+      `input_pipeline.to_unit_range` converts them on the host);
       or a per-device `(data, rng, step) -> [n_critic, batch_size / devices,
       H, W, 3]` that draws them from `data`, a dataset resident on the
       devices and split along its first axis (`device_data.drawer(spec)`).
 
-  The state is replicated, and its buffers are donated. Compiled with
+  The critic steps are unrolled or scanned as `critic_steps_unrolled` says
+  for `setup.critic_loop` and the mesh's platform. The state is
+  replicated, and its buffers are donated. Compiled with
   `compiler_options`, by default `compilation.compiler_options` for the
   mesh's platform (on CPUs: XLA's own convolutions, not YNNPACK's, whose
   kernel gradients are ~10x slower). Equal arguments (the same `setup`
@@ -485,22 +509,26 @@ def make_train_step(setup: Setup, mesh: Mesh, *, batch_size: int,
       raise ValueError(
           f'train.{name} = {size} is not divisible by the {devices} devices '
           f'of the mesh; use a multiple of {devices}.')
+  platform = mesh.devices.flat[0].platform
   if compiler_options is None:
-    compiler_options = compilation.compiler_options(
-        mesh.devices.flat[0].platform)
+    compiler_options = compilation.compiler_options(platform)
+  unroll = critic_steps_unrolled(setup.critic_loop, platform)
   # the same arguments give the same jitted function: traced once a process
   return _make_train_step(setup, mesh, batch_size, generator_batch_size,
-                          draw, tuple(sorted(compiler_options.items())))
+                          draw, tuple(sorted(compiler_options.items())),
+                          unroll)
 
 
 @functools.lru_cache(maxsize=8)
 def _make_train_step(setup, mesh, batch_size, generator_batch_size, draw,
-                     compiler_options):
+                     compiler_options, unroll):
   devices = mesh.devices.size
 
   def per_device(state, data):
     real = data if draw is None else draw(data, state.rng, state.step)
-    return train_step(setup, state, real,
+    if real.dtype == jnp.uint8:     # host batches travel as bytes
+      real = input_pipeline.unit_range_on_device(real)
+    return train_step(setup, state, real, unroll=unroll,
                       generator_batch=generator_batch_size // devices)
 
   data_spec = P(None, AXIS) if draw is None else P(AXIS)

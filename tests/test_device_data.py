@@ -149,6 +149,8 @@ def test_device_and_host_placements_draw_batches_alike():
   loader = input_pipeline.create_loader(config, 64, seed=0, device_count=1)
   iterator = iter(loader)
   host = np.concatenate([next(iterator) for _ in range(16)])
+  assert host.dtype == np.uint8    # the step converts host batches itself
+  host = input_pipeline.to_unit_range(host)
   assert device.shape == host.shape == (1024, 16, 16, 3)
   assert device.dtype == host.dtype == np.float32
   for batches in (device, host):

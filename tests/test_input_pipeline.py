@@ -2,6 +2,7 @@
 
 import socket
 
+import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -47,9 +48,8 @@ def test_natural_patches_batches_are_deterministic_per_seed(no_network):
     np.testing.assert_array_equal(a, b)
   assert not np.array_equal(first[0], other[0])
   batch = first[0]
-  assert batch.shape == (16, 32, 32, 3) and batch.dtype == np.float32
-  assert batch.min() >= -1.0 and batch.max() <= 1.0
-  assert batch.std() > 0.1          # photographs, not constant
+  assert batch.shape == (16, 32, 32, 3) and batch.dtype == np.uint8
+  assert batch.std() > 10           # photographs, not constant
 
 
 def test_natural_patches_train_and_held_out_photographs_are_disjoint(
@@ -80,9 +80,24 @@ def test_natural_patches_are_flipped_half_the_time(no_network):
   flipped = 0
   for i in range(400):
     out = preprocess.random_map(source[i], rng)
-    plain = input_pipeline.to_unit_range(source[i]['image'])
-    flipped += not np.array_equal(out, plain)
+    plain = source[i]['image']
+    assert out.dtype == np.uint8 and out.flags.c_contiguous
+    if not np.array_equal(out, plain):
+      np.testing.assert_array_equal(out, plain[:, ::-1])   # a mirror image
+      flipped += 1
   assert 160 < flipped < 240    # binomial(400, 0.5): 4 standard deviations
+
+
+def test_bytes_convert_on_the_device_as_on_the_host():
+  every = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
+  host = input_pipeline.to_unit_range(every)
+  device = np.asarray(jax.jit(input_pipeline.unit_range_on_device)(every))
+  assert device.dtype == np.float32
+  # equal to an ulp of 1 (a fused multiply-add rounds once, not twice);
+  # the ends exactly
+  np.testing.assert_allclose(device, host, rtol=0, atol=np.finfo(
+      np.float32).eps)
+  assert device.min() == -1.0 and device.max() == 1.0
 
 
 # --- tfds datasets on mock data ----------------------------------------------------------
@@ -95,8 +110,8 @@ def test_tfds_datasets_shapes_dtype_range(dataset, side):
     loader = input_pipeline.create_loader(data_config(dataset=dataset), 8,
                                           seed=0, device_count=1)
     batch = take(loader, 1)[0]
-  assert batch.shape == (8, side, side, 3) and batch.dtype == np.float32
-  assert -1.0 <= batch.min() < -0.5 and 0.5 < batch.max() <= 1.0
+  assert batch.shape == (8, side, side, 3) and batch.dtype == np.uint8
+  assert batch.min() < 64 and batch.max() > 192    # the mock's random pixels
 
 
 def test_stl10_native_resolution_and_cifar10_train_and_test():
@@ -145,9 +160,9 @@ def test_celeba_crop_window_resize_and_flips():
                                           seed=0, device_count=1)
     images = np.concatenate(take(loader, 4))
   assert images.shape == (200, 64, 64, 3)
-  # Exactly the window: a crop one pixel off would bring black (-1) into
+  # Exactly the window: a crop one pixel off would bring black (0) into
   # the border rows or columns after resizing.
-  assert images.min() > 0.5
+  assert images.min() > 191
   left_brighter = images[:, :, :8].mean(axis=(1, 2, 3)) > images[:, :, -8:].mean(
       axis=(1, 2, 3))
   assert 70 < left_brighter.sum() < 130     # flipped half the time (4 sd)
@@ -174,7 +189,7 @@ class IndexedSource:
 
 
 def record_ids(batch):
-  pixels = np.round((batch[:, 0, 0, :2] + 1) * 127.5).astype(int)
+  pixels = batch[:, 0, 0, :2].astype(int)
   return pixels[:, 0] * 256 + pixels[:, 1]
 
 

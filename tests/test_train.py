@@ -7,6 +7,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from helpers import numerics
+from qagan_jax import input_pipeline
 from qagan_jax import quality
 from qagan_jax import train
 
@@ -177,29 +178,37 @@ def test_setup_errors_are_clear():
 
 
 @pytest.mark.slow
-def test_unrolled_critic_steps_equal_the_scan():
-  # the Python loop of unroll_critic_steps and lax.scan compute the same step
+def test_unrolled_critic_steps_equal_the_scan_and_bytes_their_floats():
+  # The Python loop of critic_loop='unrolled' and the lax.scan of 'scan'
+  # compute the same step; the scanned one is fed the batches as bytes (the
+  # host placement's), converted on the device, the unrolled one the host's
+  # floats of the same bytes (input_pipeline.to_unit_range).
   config = tiny_config(batch_size=4, generator_batch_size=4)
   config.model.width = 4
-  states = []
-  for unroll in (True, False):
-    config.train.unroll_critic_steps = unroll
+  images = np.random.default_rng(0).integers(0, 256, (2, 4, 32, 32, 3),
+                                             np.uint8)
+  states, loops = [], []
+  for loop, real in (('unrolled', input_pipeline.to_unit_range(images)),
+                     ('scan', images)):
+    config.train.critic_loop = loop
     setup = train.build(config)
     state = train.create_train_state(setup, jax.random.PRNGKey(0))
     step = train.make_train_step(setup, train.make_mesh(), batch_size=4,
                                  generator_batch_size=4)
-    real = jnp.asarray(np.random.default_rng(0).uniform(
-        -1, 1, (2, 4, 32, 32, 3)), jnp.float32)
-    if unroll:
+    loops.append(step.lower(state, real).as_text().count('stablehlo.while'))
+    if loop == 'unrolled':
       before = jax.device_get(state)      # the step donates `state`
     states.append(step(state, real))
   # Two programs of the same sums, fused and ordered differently (each
-  # gradient sums 4 x 32 x 32 pixel terms). Left out: the generator's biases
+  # gradient sums 4 x 32 x 32 pixel terms), on inputs equal to an ulp (XLA
+  # may fuse the conversion's multiply-add). A conversion by 2 / 256 instead
+  # of 2 / 255 moves the inputs, and so the step, by ~0.4%. Left out: the generator's biases
   # before BatchNorm, whose true gradient is zero: Adam scales their
   # rounding noise (~1e-9) into steps of the learning rate's size.
   before_norm = lambda name: 'gen' in name and "['up" in name and (
       'bias' in name)
   rel = numerics.reordered_sum(4 * 32 * 32)
+  assert loops[1] == loops[0] + 1     # the scan is one more while loop
   (unrolled, unrolled_metrics), (scanned, scanned_metrics) = states
   assert numerics.assert_states_close(unrolled, scanned, rel,
                                       skip=before_norm) > 100
@@ -218,3 +227,17 @@ def test_unrolled_critic_steps_equal_the_scan():
         atol=numerics.ulps(3) * np.maximum(np.abs(old), np.abs(new)).max()
         + 1e-30)
   assert not np.array_equal(np.asarray(ema), old)   # it moved
+
+
+def test_the_critic_loop_follows_the_platform_unless_set():
+  unrolled = train.critic_steps_unrolled
+  assert unrolled('auto', 'cpu')
+  assert not unrolled('auto', 'gpu') and not unrolled('auto', 'tpu')
+  assert unrolled('unrolled', 'gpu') and not unrolled('scan', 'cpu')
+  with pytest.raises(ValueError, match="critic_loop must be one of"):
+    unrolled('rolled', 'cpu')
+  config = tiny_config()
+  config.train.critic_loop = 'rolled'
+  with pytest.raises(ValueError, match="critic_loop must be one of"):
+    train.build(config)
+

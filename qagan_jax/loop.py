@@ -178,18 +178,19 @@ def make_sampler(setup: train.Setup, num_standing: int) -> Sampler:
 
 def generate(sampler: Sampler, state, num: int, seed: int, latent_dim: int,
              batch: int = 500, as_uint8: bool = False,
-             shared: bool = False) -> np.ndarray:
+             shared: bool = False, prepared=None) -> np.ndarray:
   """`num` samples `[num, R, R, 3]` from latents of `seed`: float32 in
   [-1, 1], or uint8 in [0, 255] (rounded as saved images) if `as_uint8`.
   With `shared`, only this process's share of them (`report.share`),
   padded to the same number of rows on every process (`report.gather`
   puts them together). Raises report.NonFiniteSamplesError, counting them,
   if any holds NaN/inf (on every process, if any process's share does,
-  with `shared`)."""
+  with `shared`). `prepared`: `sampler.prepare(state)`, if already made."""
   z = jax.random.normal(jax.random.PRNGKey(seed), (num, latent_dim))
   start, stop = report.share(num) if shared else (0, num)
   convert = input_pipeline.to_uint8 if as_uint8 else np.asarray
-  prepared = sampler.prepare(state)    # standing statistics: once
+  if prepared is None:
+    prepared = sampler.prepare(state)    # standing statistics: once
   chunks, bad = [], 0
   for i in range(start, stop, batch):
     images = sampler.images(prepared, z[i:min(i + batch, stop)])
@@ -208,17 +209,19 @@ def generate(sampler: Sampler, state, num: int, seed: int, latent_dim: int,
 
 
 def evaluate_samples(evaluator: report.Evaluator, sampler: Sampler, state,
-                     num: int, latent_dim: int) -> dict[str, float]:
+                     num: int, latent_dim: int,
+                     prepared=None) -> dict[str, float]:
   """`evaluator`'s metrics of `num` samples of the evaluation latents
   (report.SEED), shared out: each process generates its share on its own
   devices and extracts what the metrics need of it (Inception outputs,
   NIQE features); every process then scores all of them together. The
   samples are rounded to uint8, as saved images (and 4x smaller). Samples
   are generated in chunks of eval.batch_size, as they are measured: the
-  same programs whatever the number of processes."""
+  same programs whatever the number of processes. `prepared` as for
+  `generate`."""
   mine = generate(sampler, state, num, report.SEED, latent_dim,
                   batch=evaluator.config.eval.batch_size, as_uint8=True,
-                  shared=True)
+                  shared=True, prepared=prepared)
   return evaluator.score(report.gather(evaluator.extract(mine), num))
 
 
@@ -417,9 +420,11 @@ def _start(cfg, workdir, lock, source, mesh, placement, why, spec,
     if setup.pristine_source == 'sobel':
       # its own stream (the training one is untouched), the same global
       # batches on every process, as in a one-process run
-      sobel_batches = iter(input_pipeline.create_loader(
-          cfg.data, batch, seed=cfg.seed + 1, source=source,
-          process_index=0, process_count=1))
+      sobel_batches = map(input_pipeline.to_unit_range,
+                          input_pipeline.create_loader(
+                              cfg.data, batch, seed=cfg.seed + 1,
+                              source=source, process_index=0,
+                              process_count=1))
     pristine = train.initial_pristine(cfg, setup, sobel_batches)
     state = train.create_train_state(setup, jax.random.PRNGKey(cfg.seed),
                                      pristine)
@@ -520,24 +525,27 @@ def _train(run: _Run, stop_after, on_step) -> train.TrainState:
         cfg, cfg.eval.train_metrics, cfg.run.eval_samples,
         cache_dir=report.reference_cache_dir(cfg.eval))
 
-  def save_grid(step):
-    if not grids:
+  def sample_and_evaluate(step, grid: bool, evaluation: bool):
+    """The sample grid and the evaluation of `step`, if due: one
+    computation of the standing statistics for both."""
+    grid, evaluation = grid and grids, evaluation and evaluates
+    if not grid and not evaluation:
       return
-    grid = reporting.image_grid(train.host_value(sampler(state, grid_z)))
-    if lead:
-      reporting.save_png(grid, run.workdir / 'samples' / f'step_{step:07d}.png')
-      writer.image(step, 'samples', grid)
-
-  def evaluate(step):
-    if not evaluates:
-      return
-    results = evaluate_samples(evaluator, sampler, state,
-                               cfg.run.eval_samples, setup.latent_dim)
-    writer.scalars(step, {f'eval/{k}': v for k, v in results.items()})
+    prepared = sampler.prepare(state)
+    if grid:
+      image = reporting.image_grid(sampler.images(prepared, grid_z))
+      if lead:
+        reporting.save_png(image,
+                           run.workdir / 'samples' / f'step_{step:07d}.png')
+        writer.image(step, 'samples', image)
+    if evaluation:
+      results = evaluate_samples(evaluator, sampler, state,
+                                 cfg.run.eval_samples, setup.latent_dim,
+                                 prepared=prepared)
+      writer.scalars(step, {f'eval/{k}': v for k, v in results.items()})
 
   if run.start == 0:
-    save_grid(0)
-    evaluate(0)
+    sample_and_evaluate(0, True, True)
   compiled_step.result()   # waits; a compilation error surfaces here
   progress = reporting.Progress(total, run.start, cfg.run.progress_bar)
   last_saved = run.start
@@ -558,10 +566,8 @@ def _train(run: _Run, stop_after, on_step) -> train.TrainState:
         values['learning_rate'] = float(gen_schedule(step))
         writer.scalars(done, values)
         progress.show(values)
-      if due(done, cfg.run.sample_every, total):
-        save_grid(done)
-      if due(done, cfg.run.eval_every, total):
-        evaluate(done)
+      sample_and_evaluate(done, due(done, cfg.run.sample_every, total),
+                          due(done, cfg.run.eval_every, total))
       if due(done, cfg.run.checkpoint_every, total):
         writer.flush()     # the metrics of the steps it holds, first
         run.checkpointer.save(done, state, run.data_position())

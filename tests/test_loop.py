@@ -50,12 +50,19 @@ def assert_same_state(actual, expected):
 
 @pytest.mark.slow
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(
-    trained_run, stopped_run, copy_run, tiny_run_config):
+    trained_run, stopped_run, copy_run, tiny_run_config, monkeypatch):
   config = tiny_run_config()
   assert checkpoint_steps(stopped_run) == [2, 3]
   resumed_dir = copy_run(stopped_run)
+  prepared = []
+  prepare = loop.Sampler.prepare
+  monkeypatch.setattr(loop.Sampler, 'prepare', lambda self, state: (
+      prepared.append(int(state.step)), prepare(self, state))[1])
   resumed = loop.train_and_evaluate(config, resumed_dir)
   assert int(resumed.step) == 6
+  # step 6's grid and evaluation share one computation of the standing
+  # statistics (the resumed run's only grid and evaluation)
+  assert prepared == [6]
   assert_same_state(resumed, final_state(config, trained_run))
   # the metrics of the resumed run continue the interrupted one, once each
   assert logged_steps(resumed_dir) == [2, 4, 6]
@@ -241,6 +248,12 @@ def test_standing_statistics_once_per_evaluation_and_samples_by_latent(
   chunked = loop.generate(sampler, state, 10, seed=3, batch=4,
                           latent_dim=setup.latent_dim)
   assert len(calls) == 1 and chunked.shape == (10, 32, 32, 3)
+  # standing statistics made beforehand (a grid's, at the same step) are used
+  again = loop.generate(sampler, state, 10, seed=3, batch=4,
+                        latent_dim=setup.latent_dim,
+                        prepared=sampler.prepare(state))
+  assert len(calls) == 2
+  np.testing.assert_array_equal(again, chunked)
   whole = loop.generate(sampler, state, 10, seed=3, batch=10,
                         latent_dim=setup.latent_dim)
   # the same per-sample program at another batch size: equal to the

@@ -11,7 +11,8 @@ iterations after `--warmup`, then times the compiled step alone in the same
 process on data already on the devices. Both are medians over windows of
 `--window` iterations, each ended by waiting for the devices. Prints one
 JSON line per placement: dataset, placement, e2e_sec_per_iter,
-step_sec_per_iter, and their ratio (1.0: the input costs nothing).
+step_sec_per_iter, their ratio (1.0: the input costs nothing), the step's
+compile time and the device memory of its program (XLA's analysis).
 
 `--synthetic` writes a dataset of random smooth images in tfds's on-disk
 format (array_record, PNG-encoded, the real dataset's features and shapes:
@@ -127,6 +128,20 @@ def _per_iteration(times, window):
   return statistics.median(np.diff(times)) / window
 
 
+def program_bytes(compiled) -> int | None:
+  """Device memory a compiled program needs at its peak, by XLA's analysis:
+  its arguments, outputs and temporaries, less the donated buffers reused
+  for outputs (None where the backend does not say)."""
+  try:
+    memory = compiled.memory_analysis()
+  except (NotImplementedError, AttributeError):
+    return None
+  if memory is None:
+    return None
+  return int(memory.argument_size_in_bytes + memory.output_size_in_bytes
+             + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
+
+
 def measure(config, placement: str, iters: int, warmup: int, window: int,
             workdir) -> dict:
   config = config.copy_and_resolve_references()
@@ -137,6 +152,17 @@ def measure(config, placement: str, iters: int, warmup: int, window: int,
   config.run.eval_every = config.run.sample_every = 10**9
   config.run.progress_bar = False
   config_lib.validate(config)
+
+  # the step alone: the loop's program, inputs already on the devices; it
+  # is compiled here (timed), and the loop below finds it compiled
+  run = loop._prepare(config, pathlib.Path(workdir) / 'step-only')  # pylint: disable=protected-access
+  state, data = run.state, run.step_input()
+  run.close()
+  began = time.perf_counter()
+  compiled = run.step_fn.lower(state, data).compile()
+  compile_s = time.perf_counter() - began
+  memory = program_bytes(compiled)
+
   times = []
 
   def on_step(step, state):
@@ -149,14 +175,10 @@ def measure(config, placement: str, iters: int, warmup: int, window: int,
   total = time.perf_counter() - began
   e2e = _per_iteration(times, window)
 
-  # the step alone: same program, inputs already on the devices
-  run = loop._prepare(config, pathlib.Path(workdir) / 'step-only')  # pylint: disable=protected-access
-  state, data = run.state, run.step_input()
-  run.close()
-  state, _ = run.step_fn(state, data)           # compiled (cached)
+  state, _ = compiled(state, data)
   step_times = [time.perf_counter()]
   for i in range(iters):
-    state, _ = run.step_fn(state, data)
+    state, _ = compiled(state, data)
     if (i + 1) % window == 0:
       jax.block_until_ready(state)
       step_times.append(time.perf_counter())
@@ -164,6 +186,7 @@ def measure(config, placement: str, iters: int, warmup: int, window: int,
   return {'dataset': config.data.dataset, 'placement': run.placement,
           'e2e_sec_per_iter': round(e2e, 5), 'step_sec_per_iter': round(step, 5),
           'e2e_over_step': round(e2e / step, 3), 'iters': iters,
+          'compile_s': round(compile_s, 2), 'step_memory_bytes': memory,
           'batch_size': config.train.batch_size,
           'n_critic': config.train.n_critic, 'width': config.model.width,
           'loop_seconds': round(total, 1),

@@ -34,9 +34,17 @@ import numpy as np
 from qagan_jax import models
 from qagan_jax import train
 
+from benchmark_e2e import program_bytes  # experiments/ is on sys.path
 
-def build_variant(method, args, mesh, compiler_options=None):
+
+def build_variant(method, args, mesh, compiler_options=None,
+                  critic_loop='auto', n_critic=None):
+  """A compiled step of `method` at `args`' sizes, with its state and
+  random real batches (`run_jax` runs it once), the compile time, the
+  parameter counts and the device memory of its program."""
   config = train.default_config()
+  config.train.critic_loop = critic_loop
+  config.train.n_critic = n_critic or config.train.n_critic
   config.model.resolution = args.resolution
   config.model.width = args.width
   config.model.dtype = args.dtype
@@ -60,6 +68,7 @@ def build_variant(method, args, mesh, compiler_options=None):
   return {
       'compiled': compiled, 'state': state, 'real': real,
       'compile_s': compile_s, 'n_critic': config.train.n_critic,
+      'program_bytes': program_bytes(compiled),
       'params_G': models.count_params(state.gen_params),
       'params_D': models.count_params(state.critic_params),
   }

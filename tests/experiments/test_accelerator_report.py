@@ -1,0 +1,93 @@
+"""The accelerator report at tiny sizes: every section writes every key, in JSON and Markdown."""
+
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip('importlib_resources')   # tfds needs it to prepare
+
+SCRIPT = (pathlib.Path(__file__).resolve().parents[2] / 'experiments' /
+          'accelerator_report.py')
+PLACEMENT_KEYS = {'placement', 'compile_s', 'step_sec_per_iter',
+                  'e2e_sec_per_iter', 'e2e_over_step', 'step_memory_bytes',
+                  'loop_seconds', 'worker_count'}
+STEP_KEYS = {'method', 'width', 'batch', 'n_critic', 'dtype', 'critic_loop',
+             'compile_s', 'sec_per_iter', 'images_per_sec', 'program_bytes'}
+
+
+def positive(value) -> bool:
+  return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+@pytest.mark.slow
+def test_small_report_writes_every_section_and_key(tmp_path):
+  # Two of the nine configs (a full --small run compiles 18 steps, minutes
+  # on a CPU): WGAN-GP and QAGAN-NIQE of one dataset, for the overhead.
+  subprocess.run([sys.executable, str(SCRIPT), '--small', '--out',
+                  str(tmp_path), '--configs', 'cifar10_wgangp',
+                  'cifar10_niqe'], check=True, timeout=600,
+                 cwd=SCRIPT.parents[1])
+  result = json.loads((tmp_path / 'accelerator_report.json').read_text())
+  assert set(result) == {'environment', 'configs', 'critic_loop', 'dtype',
+                         'evaluation', 'torch', 'device_peak_bytes',
+                         'seconds', 'section_seconds'}
+  assert result['environment']['small'] is True
+  assert set(result['section_seconds']) == {'configs', 'critic_loop', 'dtype',
+                                            'evaluation', 'torch'}
+
+  rows = result['configs']['rows']
+  assert [row['config'] for row in rows] == ['cifar10_wgangp', 'cifar10_niqe']
+  for row in rows:
+    assert row['width'] == 4 and row['n_critic'] == 1
+    for placement in ('device', 'host'):
+      figures = row[placement]
+      assert set(figures) == PLACEMENT_KEYS
+      assert figures['placement'] == placement
+      for key in ('compile_s', 'step_sec_per_iter', 'e2e_sec_per_iter',
+                  'step_memory_bytes'):
+        assert positive(figures[key]), (row['config'], placement, key)
+      # the ratio is of the two times it sits beside
+      assert figures['e2e_over_step'] == pytest.approx(
+          figures['e2e_sec_per_iter'] / figures['step_sec_per_iter'],
+          rel=1e-2)
+  niqe_over = result['configs']['overheads']['cifar10']['niqe_over_wgangp']
+  assert niqe_over == pytest.approx(
+      rows[1]['device']['step_sec_per_iter']
+      / rows[0]['device']['step_sec_per_iter'], rel=1e-2)
+
+  loops = result['critic_loop']
+  assert [r['critic_loop'] for r in loops['rows']] == ['unrolled', 'scan']
+  assert loops['auto'] == 'unrolled' and loops['platform'] == 'cpu'
+  dtypes = result['dtype']
+  assert [(r['batch'], r['dtype']) for r in dtypes['rows']] == [
+      (2, 'float32'), (2, 'bfloat16'), (4, 'float32'), (4, 'bfloat16')]
+  assert set(dtypes['bfloat16_speedup_by_batch']) == {'2', '4'}
+  for row in loops['rows'] + dtypes['rows']:
+    assert set(row) == STEP_KEYS
+    assert positive(row['compile_s']) and positive(row['sec_per_iter'])
+
+  evaluation = result['evaluation']
+  assert evaluation['samples'] == evaluation['reference_images'] == 24
+  for name in ('generate', 'generate_compiled', 'reference_inception',
+               'reference_offline', 'extract', 'total'):
+    assert positive(evaluation[f'{name}_s']), name
+  expected = {'fid': {'fid'}, 'is': {'is', 'is_std'},
+              'kid': {'kid', 'kid_std', 'kid_stderr'}, 'swd': None, 'prdc': None,
+              'niqe': {'niqe_distance'}}
+  for metric, keys in expected.items():
+    assert f'score_{metric}_s' in evaluation
+    values = evaluation[f'values/{metric}']
+    assert values and all(math.isfinite(v) for v in values.values()), metric
+    if keys:
+      assert set(values) == keys, metric
+  torch = result['torch']
+  assert set(torch) == {'skipped'} or positive(torch['torch_sec_per_iter'])
+
+  markdown = (tmp_path / 'accelerator_report.md').read_text()
+  for text in ('cifar10_wgangp', 'cifar10_niqe', 'QAGAN-NIQE / WGAN-GP',
+               'bfloat16 speed-up', 'score fid', "'auto' on cpu: unrolled"):
+    assert text in markdown, text

@@ -235,9 +235,12 @@ def section_torch(size, scratch) -> dict:
   import torch  # pylint: disable=g-import-not-at-top
   import torch_reference  # pylint: disable=g-import-not-at-top
   batch, width = size['batches'][0], size['step_width']
-  times, _, _ = torch_reference.time_steps(size['step_iters'], width, batch)
-  device = 'cpu'
-  if torch.cuda.is_available():
+  # on the GPU when there is one (the JAX step runs on jax's default device)
+  device = 'cuda' if torch.cuda.is_available() else 'cpu'
+  times, _, _ = torch_reference.time_steps(size['step_iters'], width, batch,
+                                           n_critic=size['n_critic'] or 5,
+                                           device=device)
+  if device == 'cuda':
     device = torch.cuda.get_device_name()
   ours = _step_variant('wgangp', size, batch=batch)
   torch_s = statistics.median(times)

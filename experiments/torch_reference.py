@@ -97,8 +97,10 @@ def build(width: int = 128, latent_dim: int = 128):
 
 
 def make_step(generator, critic, *, batch: int, n_critic: int = 5,
-              latent_dim: int = 128, gp_weight: float = 1.0):
-  """`step(real)`: one iteration on `real` [n_critic, B, 3, 32, 32]."""
+              latent_dim: int = 128, gp_weight: float = 1.0,
+              device: str = 'cpu'):
+  """`step(real)`: one iteration on `real` [n_critic, B, 3, 32, 32], with
+  the modules and `real` on `device` ('cpu', 'cuda')."""
   import torch  # pylint: disable=g-import-not-at-top
   g_opt = torch.optim.Adam(generator.parameters(), 2e-4, betas=(0.0, 0.9))
   d_opt = torch.optim.Adam(critic.parameters(), 2e-4, betas=(0.0, 0.9))
@@ -106,8 +108,8 @@ def make_step(generator, critic, *, batch: int, n_critic: int = 5,
   def step(real_batches):
     for real in real_batches:
       with torch.no_grad():
-        fake = generator(torch.randn(batch, latent_dim))
-      eps = torch.rand(batch, 1, 1, 1)
+        fake = generator(torch.randn(batch, latent_dim, device=device))
+      eps = torch.rand(batch, 1, 1, 1, device=device)
       mixed = (eps * real + (1 - eps) * fake).requires_grad_(True)
       (grads,) = torch.autograd.grad(critic(mixed).sum(), mixed,
                                      create_graph=True)
@@ -120,7 +122,8 @@ def make_step(generator, critic, *, batch: int, n_critic: int = 5,
       d_opt.step()
     for p in critic.parameters():
       p.requires_grad_(False)
-    g_loss = -critic(generator(torch.randn(2 * batch, latent_dim))).mean()
+    g_loss = -critic(generator(torch.randn(2 * batch, latent_dim,
+                                           device=device))).mean()
     g_opt.zero_grad(set_to_none=True)
     g_loss.backward()
     g_opt.step()
@@ -131,18 +134,24 @@ def make_step(generator, critic, *, batch: int, n_critic: int = 5,
 
 
 def time_steps(iters: int, width: int = 128, batch: int = 64, n_critic: int = 5,
-               seed: int = 0):
-  """Per-iteration seconds of `iters` timed iterations after one warm-up."""
+               seed: int = 0, device: str = 'cpu'):
+  """Per-iteration seconds of `iters` timed iterations after one warm-up,
+  on `device` ('cpu', or 'cuda': each iteration waits for the GPU)."""
   import torch  # pylint: disable=g-import-not-at-top
   torch.manual_seed(seed)
-  generator, critic = build(width)
-  step = make_step(generator, critic, batch=batch, n_critic=n_critic)
-  real = torch.rand(n_critic, batch, 3, 32, 32) * 2 - 1
+  generator, critic = (m.to(device) for m in build(width))
+  step = make_step(generator, critic, batch=batch, n_critic=n_critic,
+                   device=device)
+  real = torch.rand(n_critic, batch, 3, 32, 32, device=device) * 2 - 1
+  wait = torch.cuda.synchronize if device.startswith('cuda') else (
+      lambda: None)
   step(real)
+  wait()
   times = []
   for _ in range(iters):
     start = time.perf_counter()
     step(real)
+    wait()
     times.append(time.perf_counter() - start)
   params = lambda m: sum(p.numel() for p in m.parameters())
   return times, params(generator), params(critic)

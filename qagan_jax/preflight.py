@@ -28,6 +28,7 @@ import ml_collections
 
 from qagan_jax import loop
 from qagan_jax import storage
+from qagan_jax import train
 from qagan_jax.evaluation import report
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,8 @@ def _measure(run, startup: float) -> dict:
                   'count': jax.device_count(),
                   'processes': jax.process_count()},
       'placement': run.placement,
+      'critic_loop': 'unrolled' if train.critic_steps_unrolled(
+          cfg.train.critic_loop, run.mesh.devices.flat[0].platform) else 'scan',
       'startup_seconds': round(startup, 2),
       'compile_seconds': round(compile_seconds, 2),
       'seconds_per_iteration': round(step, 4),
@@ -220,7 +223,8 @@ def text(found: dict) -> str:
   lines = [
       f"devices: {found['devices']['count']} x {found['devices']['kind']} "
       f"({found['devices']['platform']}), {found['devices']['processes']} "
-      f"process(es); training data on the {found['placement']}",
+      f"process(es); training data on the {found['placement']}; critic "
+      f"steps {found['critic_loop']}",
       f"startup (data, state): {found['startup_seconds']:.1f} s; compile: "
       f"{found['compile_seconds']:.1f} s",
       f"step: {found['seconds_per_iteration'] * 1000:.1f} ms an iteration, "

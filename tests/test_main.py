@@ -75,6 +75,7 @@ def test_train_then_sample_and_evaluate_on_the_command_line(tmp_path,
               'sample_grid_seconds', 'startup_seconds'):
     assert found[key] > 0, key
   assert found['placement'] == 'device' and found['devices']['count'] == 1
+  assert found['critic_loop'] == 'unrolled'     # 'auto' on a CPU
   assert found['memory']['host_peak_rss_bytes'] > 2**20
   assert found['checkpoint']['bytes'] > 10_000
   assert found['checkpoint']['restore_seconds'] > 0

@@ -118,7 +118,7 @@ def demo_config() -> ml_collections.ConfigDict:
   budget it gets closest to the data on both distances, against the strong
   WGAN-GP baseline too (experiments/compare_offline.py; docs/evaluation.md),
   while QAGAN-NIQE, whose penalty fits a Gaussian of 36 features to 16
-  gradient maps a step at this scale, ends further from the data than
+  gradient maps a step at this scale, gets no closer to the data than
   WGAN-GP and compiles 25 s longer.
   """
   config = base_config()

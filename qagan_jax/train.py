@@ -148,9 +148,7 @@ def build(config: ml_collections.ConfigDict) -> Setup:
 def _build(sections_json: str) -> Setup:
   config = ml_collections.ConfigDict(json.loads(sections_json))
   model_cfg, loss_cfg, train_cfg = config.model, config.loss, config.train
-  if train_cfg.critic_loop not in CRITIC_LOOPS:
-    raise ValueError(f'train.critic_loop must be one of {CRITIC_LOOPS}, got '
-                     f'{train_cfg.critic_loop!r}.')
+  _check_critic_loop(train_cfg.critic_loop)
   if model_cfg.dtype not in DTYPES:
     raise ValueError(f'model.dtype must be one of {sorted(DTYPES)}, got '
                      f'{model_cfg.dtype!r}.')
@@ -324,17 +322,23 @@ def _refreshed_pristine(setup: Setup, state: TrainState, critic_params, real):
                       lambda _: (state.pristine, state.pristine_count), None)
 
 
+def _check_critic_loop(critic_loop) -> None:
+  if critic_loop not in CRITIC_LOOPS:
+    raise ValueError(f'train.critic_loop must be one of {CRITIC_LOOPS}, got '
+                     f'{critic_loop!r}.')
+
+
 def critic_steps_unrolled(critic_loop: str, platform: str) -> bool:
   """Whether a step compiled for `platform` unrolls its critic steps.
 
   'auto' unrolls them on CPUs only: XLA:CPU runs the convolutions of a while
-  loop's body 10-50x slower (docs/speed.md), while on GPUs and TPUs an
-  unrolled loop is an n_critic times larger program to compile (five copies
-  of the critic's double backward pass and penalty) for no faster a step.
+  loop's body 6-31x slower (measured, docs/speed.md); on GPUs and TPUs the
+  unrolled loop is an n_critic times larger program to compile (copies of
+  the critic's double backward pass and penalty) for the same work, so they
+  scan (which runs faster there, experiments/accelerator_report.py
+  measures).
   """
-  if critic_loop not in CRITIC_LOOPS:
-    raise ValueError(f'train.critic_loop must be one of {CRITIC_LOOPS}, got '
-                     f'{critic_loop!r}.')
+  _check_critic_loop(critic_loop)
   if critic_loop == 'auto':
     return platform == 'cpu'
   return critic_loop == 'unrolled'

@@ -51,7 +51,8 @@ import types
 import jax
 import numpy as np
 
-import benchmark_e2e      # experiments/ is on sys.path when this runs
+import benchmark_conv     # experiments/ is on sys.path when this runs
+import benchmark_e2e
 import benchmark_train
 
 from qagan_jax import config as config_lib
@@ -79,18 +80,7 @@ SIZES = {
 }
 
 
-# --- timing helpers -----------------------------------------------------------------
-
-
-def _median_seconds(run, iters: int) -> float:
-  """Median seconds of `iters` calls of `run` after one warm-up call."""
-  run()
-  times = []
-  for _ in range(iters):
-    began = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - began)
-  return statistics.median(times)
+# --- a step variant -----------------------------------------------------------------
 
 
 def _step_variant(method, size, *, batch=None, dtype='float32',
@@ -102,8 +92,8 @@ def _step_variant(method, size, *, batch=None, dtype='float32',
   variant = benchmark_train.build_variant(method, args, train.make_mesh(),
                                           critic_loop=critic_loop,
                                           n_critic=size['n_critic'])
-  seconds = _median_seconds(lambda: benchmark_train.run_jax(variant),
-                            size['step_iters'])
+  seconds = benchmark_conv.median_seconds(
+      lambda: benchmark_train.run_jax(variant), size['step_iters'])
   return {'method': method, 'width': args.width, 'batch': args.batch,
           'n_critic': variant['n_critic'],
           'dtype': dtype, 'critic_loop': critic_loop,

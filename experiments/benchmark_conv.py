@@ -26,7 +26,8 @@ from jax import lax
 from qagan_jax import compilation
 
 
-def _median_seconds(run, repeats=5):
+def median_seconds(run, repeats=5):
+  """Median seconds of `repeats` calls of `run` after one warm-up call."""
   run()
   times = []
   for _ in range(repeats):
@@ -50,7 +51,7 @@ def time_jax(x, kernel, grad, options):
   for name, (fun, args) in programs.items():
     compiled = jax.jit(fun, compiler_options=options or None).lower(
         *args).compile()
-    times[name] = _median_seconds(
+    times[name] = median_seconds(
         lambda: jax.block_until_ready(compiled(*args)))
   return times
 
@@ -72,8 +73,8 @@ def time_torch(shape, size, out):
     forward().backward(grad)
 
   with torch.no_grad():
-    forward_s = _median_seconds(forward)
-  return {'forward': forward_s, 'forward_and_backward': _median_seconds(
+    forward_s = median_seconds(forward)
+  return {'forward': forward_s, 'forward_and_backward': median_seconds(
       backward), 'torch': torch.__version__}
 
 

@@ -202,9 +202,10 @@ def test_unrolled_critic_steps_equal_the_scan_and_bytes_their_floats():
   # Two programs of the same sums, fused and ordered differently (each
   # gradient sums 4 x 32 x 32 pixel terms), on inputs equal to an ulp (XLA
   # may fuse the conversion's multiply-add). A conversion by 2 / 256 instead
-  # of 2 / 255 moves the inputs, and so the step, by ~0.4%. Left out: the generator's biases
-  # before BatchNorm, whose true gradient is zero: Adam scales their
-  # rounding noise (~1e-9) into steps of the learning rate's size.
+  # of 2 / 255 moves the inputs, and so the step, by ~0.4%. Left out: the
+  # generator's biases before BatchNorm, whose true gradient is zero: Adam
+  # scales their rounding noise (~1e-9) into steps of the learning rate's
+  # size.
   before_norm = lambda name: 'gen' in name and "['up" in name and (
       'bias' in name)
   rel = numerics.reordered_sum(4 * 32 * 32)

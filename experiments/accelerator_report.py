@@ -56,10 +56,10 @@ import benchmark_e2e
 import benchmark_train
 
 from qagan_jax import config as config_lib
-from qagan_jax import loop
+from qagan_jax import sampling
 from qagan_jax import train
+from qagan_jax.evaluation import evaluator as evaluator_lib
 from qagan_jax.evaluation import inception
-from qagan_jax.evaluation import report
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SECTIONS = ('configs', 'critic_loop', 'dtype', 'evaluation', 'torch')
@@ -187,11 +187,11 @@ def section_evaluation(size, scratch: pathlib.Path) -> dict:
   figures = {'samples': count, 'reference_images': count,
              'resolution': config.model.resolution, 'width': config.model.width}
   began = time.perf_counter()
-  evaluator = report.Evaluator(config, EVAL_METRICS, count)
+  evaluator = evaluator_lib.Evaluator(config, EVAL_METRICS, count)
   setup = train.build(config)
   state = train.replicate(train.create_train_state(
       setup, jax.random.PRNGKey(0)), train.make_mesh())
-  sampler = loop.make_sampler(setup, 256)
+  sampler = sampling.Sampler(setup, 256)
 
   def timed(name, fn):
     started = time.perf_counter()
@@ -199,11 +199,11 @@ def section_evaluation(size, scratch: pathlib.Path) -> dict:
     figures[name] = round(time.perf_counter() - started, 3)
     return value
 
-  timed('generate_s', lambda: loop.generate(
-      sampler, state, count, report.SEED, setup.latent_dim,
+  timed('generate_s', lambda: sampling.generate(
+      sampler, state, count, evaluator_lib.SEED,
       batch=config.eval.batch_size, as_uint8=True))
-  samples = timed('generate_compiled_s', lambda: loop.generate(
-      sampler, state, count, report.SEED, setup.latent_dim,
+  samples = timed('generate_compiled_s', lambda: sampling.generate(
+      sampler, state, count, evaluator_lib.SEED,
       batch=config.eval.batch_size, as_uint8=True))
   timed('reference_inception_s', evaluator.inception_reference)
   timed('reference_offline_s', evaluator.offline_reference)

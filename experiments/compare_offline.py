@@ -32,7 +32,8 @@ import numpy as np
 from qagan_jax import config as config_lib
 from qagan_jax import input_pipeline
 from qagan_jax import loop
-from qagan_jax.evaluation import report
+from qagan_jax import modes
+from qagan_jax.evaluation import evaluator as evaluator_lib
 
 METHODS = ('wgangp', 'ssim', 'niqe')
 # 'paper': the demo's settings (lambda_1 = 1 and drift 1e-5, the authors');
@@ -64,7 +65,7 @@ def run_one(method: str, protocol: str, seed: int, iters: int,
   start = time.perf_counter()
   loop.train_and_evaluate(config, workdir)
   seconds = time.perf_counter() - start
-  path = loop.evaluate_run(config, workdir, num_samples=num_samples)
+  path = modes.evaluate_run(config, workdir, num_samples=num_samples)
   result = json.loads(path.read_text())
   result['train_seconds'] = seconds
   done.write_text(json.dumps(result, indent=1))
@@ -75,7 +76,8 @@ def real_rows(num_samples: int) -> dict:
   """The metrics of real patches, the floor a generator can reach: patches
   of the training photographs, and of the held-out ones (another draw)."""
   config = config_lib.demo_config()
-  evaluator = report.Evaluator(config, config.eval.metrics, num_samples)
+  evaluator = evaluator_lib.Evaluator(config, config.eval.metrics,
+                                      num_samples)
   train = input_pipeline.split_images(config.data, 'train', num_samples,
                                       seed=5)
   held_out = input_pipeline.held_out_images(config.data, num_samples, seed=6)

@@ -21,7 +21,6 @@ its path. Checkpoints are read with the config the run was trained with.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 
@@ -37,17 +36,19 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 from qagan_jax import compilation  # pylint: disable=wrong-import-position
 from qagan_jax import input_pipeline  # pylint: disable=wrong-import-position
 from qagan_jax import losses  # pylint: disable=wrong-import-position
-from qagan_jax import loop  # pylint: disable=wrong-import-position
+from qagan_jax import modes  # pylint: disable=wrong-import-position
 from qagan_jax import quality  # pylint: disable=wrong-import-position
 from qagan_jax import reporting  # pylint: disable=wrong-import-position
+from qagan_jax import sampling  # pylint: disable=wrong-import-position
+from qagan_jax import workdirs  # pylint: disable=wrong-import-position
 
 
 def run_config(workdir) -> ml_collections.ConfigDict:
   """The config a workdir was trained with (its config.json)."""
-  path = pathlib.Path(workdir) / loop.CONFIG_FILE
-  if not path.is_file():
-    sys.exit(f'{workdir} has no {loop.CONFIG_FILE}: not a qagan_jax run.')
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  config = workdirs.saved_config(workdir)
+  if config is None:
+    sys.exit(f'{workdir} has no {workdirs.CONFIG_FILE}: not a qagan_jax run.')
+  return config
 
 
 def run_label(workdir) -> str:
@@ -66,9 +67,9 @@ def _save(fig, path) -> pathlib.Path:
   return path
 
 
-def curves(workdirs, out) -> pathlib.Path:
+def curves(run_dirs, out) -> pathlib.Path:
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-  for workdir in workdirs:
+  for workdir in run_dirs:
     records = reporting.read_metrics(workdir)
     for ax, key in zip(axes, ('critic_loss', 'wasserstein')):
       points = [(r['step'], r[key]) for r in records if key in r]
@@ -92,11 +93,10 @@ def critic_gradient_maps(setup, state, images):
 
 def mscn_histograms(workdir, out, num: int = 256) -> pathlib.Path:
   config = run_config(workdir)
-  setup, state, step = loop.restore_state(config, workdir)
+  setup, state, step = modes.restore_state(config, workdir)
   real = input_pipeline.split_images(config.data, 'train', num)
-  sampler = loop.make_sampler(setup, config.run.standing_stats_samples)
-  fake = loop.generate(sampler, state, num, seed=7,
-                       latent_dim=setup.latent_dim)
+  sampler = sampling.Sampler(setup, config.run.standing_stats_samples)
+  fake = sampling.generate(sampler, state, num, seed=7)
   maps = compilation.jit(lambda x: critic_gradient_maps(setup, state, x))
   coefficient = jax.jit(lambda m: quality.mscn(m).coefficients)
   sets = {
@@ -119,7 +119,7 @@ def mscn_histograms(workdir, out, num: int = 256) -> pathlib.Path:
 def critic_kernels(workdir) -> dict[str, np.ndarray]:
   """Every kernel of the critic of a workdir's newest checkpoint, by layer path."""
   config = run_config(workdir)
-  _, state, _ = loop.restore_state(config, workdir)
+  _, state, _ = modes.restore_state(config, workdir)
   flat = jax.tree_util.tree_flatten_with_path(
       jax.device_get(state.critic_params))[0]
   kernels = {'/'.join(str(getattr(k, 'key', k)) for k in path[:-1]):
@@ -132,9 +132,9 @@ def critic_kernels(workdir) -> dict[str, np.ndarray]:
   return dict(sorted(kernels.items(), key=lambda item: stage(item[0])))
 
 
-def weights(workdirs, out) -> pathlib.Path:
+def weights(run_dirs, out) -> pathlib.Path:
   fig, (hist_ax, var_ax) = plt.subplots(1, 2, figsize=(11, 3.8))
-  for workdir in workdirs:
+  for workdir in run_dirs:
     kernels = critic_kernels(workdir)
     values = np.concatenate([k.ravel() for k in kernels.values()])
     limit = np.percentile(np.abs(values), 99.5)
@@ -154,15 +154,14 @@ def weights(workdirs, out) -> pathlib.Path:
   return _save(fig, out)
 
 
-def grids(workdirs, out, num: int = 64) -> pathlib.Path:
-  fig, axes = plt.subplots(1, len(workdirs), figsize=(4 * len(workdirs), 4.3),
+def grids(run_dirs, out, num: int = 64) -> pathlib.Path:
+  fig, axes = plt.subplots(1, len(run_dirs), figsize=(4 * len(run_dirs), 4.3),
                            squeeze=False)
-  for ax, workdir in zip(axes[0], workdirs):
+  for ax, workdir in zip(axes[0], run_dirs):
     config = run_config(workdir)
-    setup, state, step = loop.restore_state(config, workdir)
-    sampler = loop.make_sampler(setup, config.run.standing_stats_samples)
-    images = loop.generate(sampler, state, num, seed=0,
-                           latent_dim=setup.latent_dim)
+    setup, state, step = modes.restore_state(config, workdir)
+    sampler = sampling.Sampler(setup, config.run.standing_stats_samples)
+    images = sampling.generate(sampler, state, num, seed=0)
     ax.imshow(reporting.image_grid(images))
     ax.set_title(f'{run_label(workdir)}, step {step}', fontsize=9)
     ax.axis('off')

@@ -19,15 +19,28 @@ bit-identical results (its threefry random bits dominate the compile).
 Accelerators get no options, so their programs are exactly what `jax.jit`
 makes. A jaxlib that does not know the option (older or newer
 than the ones tested) gets none: correct, only slower on CPUs.
+
+`use_persistent_cache(run.compilation_cache)` turns on JAX's persistent
+compilation cache for a run (by default in the user cache, beside the
+reference statistics): a resumed run, the sample and evaluate modes, a
+preflight check followed by its run, or a second run of a config load
+their programs from disk instead of compiling them again.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+import os
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from jax.experimental.compilation_cache import compilation_cache
+
+from qagan_jax import storage
+
+log = logging.getLogger(__name__)
 
 # Library fusions XLA:CPU may hand to YNNPACK: matrix products only.
 _CPU_OPTIONS = {
@@ -68,3 +81,43 @@ def jit(fun: Callable, *, platform: str | None = None, quick: bool = False,
   quick=quick)`."""
   return jax.jit(fun, compiler_options=compiler_options(
       platform, quick=quick) or None, **kwargs)
+
+
+def persistent_cache_dir(setting: str) -> str | None:
+  """The folder of JAX's persistent compilation cache that
+  `run.compilation_cache = setting` asks for: '' the one JAX already uses
+  (JAX_COMPILATION_CACHE_DIR) or else `jax/` in the user cache
+  (storage.user_cache_dir), 'none' none, anything else that path."""
+  if setting == 'none':
+    return None
+  if setting:
+    return os.path.abspath(os.path.expanduser(setting))
+  return jax.config.jax_compilation_cache_dir or os.path.join(
+      storage.user_cache_dir(), 'jax')
+
+
+def use_persistent_cache(setting: str) -> str | None:
+  """Points JAX's persistent compilation cache where `setting` says
+  (`persistent_cache_dir`) for the programs compiled from now on in this
+  process; returns the folder, or None when off. A folder that cannot be
+  written leaves the cache off, with one warning: it only saves time."""
+  folder = persistent_cache_dir(setting)
+  if folder is not None:
+    try:
+      os.makedirs(folder, exist_ok=True)
+      writable = os.access(folder, os.W_OK | os.X_OK)
+    except OSError:
+      writable = False
+    if not writable:
+      log.warning('The compilation cache %s is not writable; compiling '
+                  'without it. Set run.compilation_cache to a writable '
+                  "folder, or to 'none'.", folder)
+      folder = None
+  current = (jax.config.jax_compilation_cache_dir
+             if jax.config.jax_enable_compilation_cache else None)
+  if folder != current:
+    compilation_cache.reset_cache()     # JAX opens its cache once
+    jax.config.update('jax_enable_compilation_cache', folder is not None)
+    if folder is not None:
+      jax.config.update('jax_compilation_cache_dir', folder)
+  return folder

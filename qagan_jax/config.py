@@ -20,7 +20,7 @@ from qagan_jax import input_pipeline
 from qagan_jax import losses
 from qagan_jax import models
 from qagan_jax import train
-from qagan_jax.evaluation import report
+from qagan_jax.evaluation import evaluator
 
 DATASET_RESOLUTION = {'cifar10': 32, 'stl10': 48, 'celeb_a': 64}
 # The two training protocols of the configs: 'paper' is the QAGAN authors'
@@ -48,6 +48,12 @@ def base_config() -> ml_collections.ConfigDict:
       eval_every=5000,         # iterations between offline evaluations
       eval_samples=1000,       # samples per evaluation during training
       progress_bar=True,       # shown on terminals only
+      # JAX's persistent compilation cache, so that a resumed run, the
+      # sample and evaluate modes and a second run load their programs
+      # instead of compiling them: '' = the one JAX already uses
+      # (JAX_COMPILATION_CACHE_DIR), else the user cache's jax/ folder;
+      # 'none' = off; or a folder
+      compilation_cache='',
   ))
   config.eval = ml_collections.ConfigDict(dict(
       # --mode=evaluate; fid, kid and is need the converted Inception
@@ -216,20 +222,24 @@ def validate(config: ml_collections.ConfigDict) -> None:
           low_open=True, high_open=False)
   _positive_int(errors, 'data.read_threads', data.read_threads, minimum=0)
   evaluation = config.eval
-  errors += report.check_metrics(evaluation.metrics, 'eval.metrics')
-  errors += report.check_metrics(evaluation.train_metrics, 'eval.train_metrics')
+  errors += evaluator.check_metrics(evaluation.metrics, 'eval.metrics')
+  errors += evaluator.check_metrics(evaluation.train_metrics,
+                                    'eval.train_metrics')
   _choice(errors, 'eval.reference_split', evaluation.reference_split,
-          report.REFERENCE_SPLITS)
+          evaluator.REFERENCE_SPLITS)
   for name in ('num_samples', 'reference_samples', 'batch_size', 'swd_images',
                'diversity_pairs'):
     _positive_int(errors, f'eval.{name}', evaluation[name])
+  if not isinstance(run_cfg.get('compilation_cache', ''), str):
+    errors.append("run.compilation_cache must be a folder, '' (the default "
+                  f"folder) or 'none', got {run_cfg.compilation_cache!r}")
   cache = evaluation.get('reference_cache', '')
   if not isinstance(cache, str):
     errors.append("eval.reference_cache must be a path or URL, '' (the user "
                   f"cache) or 'none', got {cache!r}")
   else:
     try:
-      report.reference_cache_dir(evaluation)
+      evaluator.reference_cache_dir(evaluation)
     except ValueError as error:
       errors.append(f'eval.reference_cache={error}')
   for count_field, count, metrics_field, metrics in (

@@ -24,7 +24,6 @@ them, are drawn per step the same way.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import math
 import os
@@ -257,10 +256,3 @@ def draw(images: jax.Array, rng: jax.Array, step: jax.Array,
                jax.lax.bitcast_convert_type(words, jnp.uint8))
   mine_only = mine_only.reshape(spec.n_critic, -1, side, side, 3)
   return input_pipeline.unit_range_on_device(mine_only)
-
-
-@functools.lru_cache(maxsize=None)
-def drawer(spec: DrawSpec):
-  """`draw` with `spec` bound, as `train.make_train_step`'s `draw`: one
-  object per spec, so that equal specs find the same compiled step."""
-  return functools.partial(draw, spec=spec)

@@ -194,10 +194,13 @@ def main(argv):
   _maybe_initialize_distributed(_DISTRIBUTED.value, _HEARTBEAT.value)
   from qagan_jax import checkpoints  # pylint: disable=g-import-not-at-top
   from qagan_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from qagan_jax import interruption  # pylint: disable=g-import-not-at-top
   from qagan_jax import loop  # pylint: disable=g-import-not-at-top
+  from qagan_jax import modes  # pylint: disable=g-import-not-at-top
   from qagan_jax import run_lock  # pylint: disable=g-import-not-at-top
   from qagan_jax import train  # pylint: disable=g-import-not-at-top
-  from qagan_jax.evaluation import report  # pylint: disable=g-import-not-at-top
+  from qagan_jax import workdirs  # pylint: disable=g-import-not-at-top
+  from qagan_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
   try:
     if _MODE.value == 'train':
       log.info('Training %s in %s.', config.loss.method, workdir)
@@ -214,23 +217,24 @@ def main(argv):
       print(preflight.text(found))
       print(preflight.json_line(found))
     elif _MODE.value == 'sample':
-      path = loop.sample(config, workdir, _NUM_SAMPLES.value or 64,
-                         _STEP.value)
+      path = modes.sample(config, workdir, _NUM_SAMPLES.value or 64,
+                          _STEP.value)
       print(f'wrote {path} and {path.with_suffix(".npz")}')
     else:
-      path = loop.evaluate_run(config, workdir, step=_STEP.value,
-                               num_samples=_NUM_SAMPLES.value)
+      path = modes.evaluate_run(config, workdir, step=_STEP.value,
+                                num_samples=_NUM_SAMPLES.value)
       if path.exists():     # written by process 0
         print(path.read_text(), end='')
         print(f'wrote {path}')
-  except loop.PeerLostError as error:
+  except interruption.PeerLostError as error:
     print(f'qagan_jax: {error}', file=sys.stderr, flush=True)
     logging.shutdown()
     # at once: jax.distributed's orderly shutdown would wait for the lost
     # process until its heartbeat times out, then abort
     os._exit(1)  # pylint: disable=protected-access
-  except (input_pipeline.DatasetNotPreparedError, loop.WorkdirMismatchError,
-          checkpoints.NonFiniteStateError, report.NonFiniteSamplesError,
+  except (input_pipeline.DatasetNotPreparedError,
+          workdirs.WorkdirMismatchError, checkpoints.NonFiniteStateError,
+          evaluator.NonFiniteSamplesError,
           run_lock.WorkdirBusyError, OSError) as error:
     # OSError: a missing checkpoint or pristine file, a full or read-only disk
     sys.exit(f'qagan_jax: {error}')

@@ -27,9 +27,10 @@ import jax
 import ml_collections
 
 from qagan_jax import loop
+from qagan_jax import run as run_lib
+from qagan_jax import sampling
 from qagan_jax import storage
 from qagan_jax import train
-from qagan_jax.evaluation import report
 
 log = logging.getLogger(__name__)
 TIMED_STEPS = 10        # after WARM_STEPS, for seconds per iteration
@@ -113,7 +114,7 @@ def measure(config: ml_collections.ConfigDict, workdir) -> dict:
   if scratch.exists() and jax.process_index() == 0:
     scratch.rmtree()
   began = time.perf_counter()
-  run = loop._prepare(config, scratch)  # pylint: disable=protected-access
+  run = run_lib.build_run(config, scratch)
   startup = time.perf_counter() - began
   try:
     found = _measure(run, startup)
@@ -131,7 +132,7 @@ def _timed(function, *args):
   return time.perf_counter() - start, out
 
 
-def _measure(run, startup: float) -> dict:
+def _measure(run: run_lib.Run, startup: float) -> dict:
   cfg, state = run.config, run.state
   began = time.perf_counter()
   compiled = run.step_fn.lower(state, run.input_shape()).compile()
@@ -147,20 +148,14 @@ def _measure(run, startup: float) -> dict:
   images = cfg.train.batch_size * cfg.train.n_critic + (
       cfg.train.generator_batch_size)
 
-  setup = run.setup
-  sampler = loop.make_sampler(setup, cfg.run.standing_stats_samples)
   grid = first = evaluation = None
   if cfg.run.sample_grid:
-    z = jax.random.normal(jax.random.PRNGKey(loop.SAMPLE_SEED),
-                          (cfg.run.sample_grid, setup.latent_dim))
-    _timed(sampler, state, z)
-    grid = _timed(sampler, state, z)[0]
-  if cfg.eval.train_metrics:
-    evaluator = report.Evaluator(
-        cfg, cfg.eval.train_metrics, cfg.run.eval_samples,
-        cache_dir=report.reference_cache_dir(cfg.eval))
-    evaluate = lambda: loop.evaluate_samples(  # pylint: disable=g-long-lambda
-        evaluator, sampler, state, cfg.run.eval_samples, setup.latent_dim)
+    z = sampling.grid_latents(cfg.run.sample_grid, run.setup.latent_dim)
+    _timed(run.sampler, state, z)
+    grid = _timed(run.sampler, state, z)[0]
+  if run.evaluator is not None:
+    evaluate = lambda: sampling.evaluate_samples(  # pylint: disable=g-long-lambda
+        run.evaluator, run.sampler, state, cfg.run.eval_samples)
     first = _timed(evaluate)[0]
     evaluation = _timed(evaluate)[0]
 
@@ -172,8 +167,7 @@ def _measure(run, startup: float) -> dict:
   folder = run.checkpointer.directory / str(WARM_STEPS + TIMED_STEPS)
   size = None if storage.is_url(folder) else storage.folder_bytes(folder)
   began = time.perf_counter()
-  abstract = loop._abstract_state(setup, run.mesh, cfg.seed)  # pylint: disable=protected-access
-  jax.block_until_ready(run.checkpointer.restore(abstract)[0])
+  jax.block_until_ready(run.checkpointer.restore(run.abstract_state())[0])
   restore = time.perf_counter() - began
 
   measured = Measured(startup, compile_seconds, step, first, evaluation, grid,

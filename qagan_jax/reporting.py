@@ -1,8 +1,8 @@
 """What a run shows: metrics (JSON lines and TensorBoard), a progress bar, image grids, loss curves.
 
-TensorBoard event files are written with tensorboardX, which needs no
-TensorFlow. All files go under the run's workdir (a local path or a URL of
-qagan_jax.storage):
+TensorBoard event files are written with tensorboardX's event writer,
+which needs no TensorFlow, in the caller's thread. All files go under the
+run's workdir (a local path or a URL of qagan_jax.storage):
 
   metrics.jsonl          one JSON object per logged step
   tensorboard/           scalars and sample grids
@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import time
+import uuid
 
 import numpy as np
 from etils import epath
@@ -50,6 +51,55 @@ def save_png(array: np.ndarray, path: str | os.PathLike) -> None:
   storage.write_bytes(epath.Path(path), buffer.getvalue())
 
 
+class EventFile:
+  """A TensorBoard event file, written in the caller's thread.
+
+  tensorboardX's SummaryWriter writes from a thread of its own: a write that
+  fails there (a full disk) prints that thread's traceback, the error never
+  reaches the run, and once the thread is gone further events fill its
+  queue and block. Here every write happens in the call, so that its errors
+  are the caller's, as for metrics.jsonl. `purge_step`: TensorBoard hides
+  the events of that step and after, written before an interruption.
+  """
+
+  def __init__(self, logdir: epath.Path, purge_step: int | None = None):
+    # pylint: disable=g-import-not-at-top
+    from tensorboardX import event_file_writer
+    from tensorboardX import summary
+    from tensorboardX.proto import event_pb2
+    # pylint: enable=g-import-not-at-top
+    self._summary, self._event = summary, event_pb2
+    logdir = epath.Path(logdir)
+    logdir.mkdir(parents=True, exist_ok=True)
+    # named by the second it is opened in, and a suffix of its own: a
+    # writer opened in the same second must not overwrite the file
+    self._writer = event_file_writer.EventsWriter(
+        os.fspath(logdir / 'events'),
+        filename_suffix=f'.{uuid.uuid4().hex[:8]}')
+    if purge_step is not None:
+      self._write(self._event.Event(step=purge_step, session_log=(
+          self._event.SessionLog(status=self._event.SessionLog.START))))
+
+  def _write(self, event) -> None:
+    event.wall_time = time.time()
+    self._writer.write_event(event)
+
+  def scalar(self, name: str, value: float, step: int) -> None:
+    self._write(self._event.Event(
+        step=int(step), summary=self._summary.scalar(name, float(value))))
+
+  def image(self, name: str, image: np.ndarray, step: int) -> None:
+    """`image`: uint8 `[H, W, C]`."""
+    self._write(self._event.Event(step=int(step), summary=self._summary.image(
+        name, image, dataformats='HWC')))
+
+  def flush(self) -> None:
+    self._writer.flush()
+
+  def close(self) -> None:
+    self._writer.close()
+
+
 class MetricWriter:
   """Writes scalars to metrics.jsonl and TensorBoard, images to TensorBoard.
 
@@ -77,10 +127,9 @@ class MetricWriter:
       storage.write_text(self.path, self._contents())
     else:
       self.path.parent.mkdir(parents=True, exist_ok=True)
-    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-    self._tensorboard = SummaryWriter(
-        os.fspath(epath.Path(workdir) / 'tensorboard'),
-        purge_step=resume_step + 1 if resume_step else None)
+    self._tensorboard = EventFile(epath.Path(workdir) / 'tensorboard',
+                                  purge_step=resume_step + 1 if resume_step
+                                  else None)
 
   def scalars(self, step: int, values: dict) -> None:
     if not self.enabled:
@@ -97,11 +146,11 @@ class MetricWriter:
       if time.monotonic() - self._uploaded > self._upload_every:
         self.flush()
     for name, value in values.items():
-      self._tensorboard.add_scalar(name, float(value), step)
+      self._tensorboard.scalar(name, value, step)
 
   def image(self, step: int, name: str, image: np.ndarray) -> None:
     if self.enabled:
-      self._tensorboard.add_image(name, image, step, dataformats='HWC')
+      self._tensorboard.image(name, image, step)
 
   def _contents(self) -> str:
     return ''.join(line + '\n' for line in self._lines)

@@ -48,6 +48,16 @@ def scheme(path: str | os.PathLike) -> str | None:
   return text.split('://', 1)[0] if is_url(text) else None
 
 
+def user_cache_dir() -> str:
+  """The package's cache of things worth keeping between runs (reference
+  statistics, compiled programs): $QAGAN_JAX_CACHE, else
+  $XDG_CACHE_HOME/qagan_jax, else ~/.cache/qagan_jax. Anything in it may
+  be deleted at any time; it is computed again."""
+  return os.environ.get('QAGAN_JAX_CACHE') or os.path.join(
+      os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'),
+      'qagan_jax')
+
+
 def write_bytes(path: epath.Path, data: bytes) -> None:
   """Writes `data` to `path` whole (its folder made first). Local files are
   written beside and renamed, so that a reader never sees half a file."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from typing import Any
 
 import flax
@@ -97,7 +96,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
-  """Everything static that the step needs, built from a config."""
+  """Everything static that the step needs, built from a config (`build`)."""
   generator: models.Generator
   critic: models.Critic
   generator_tx: optax.GradientTransformation
@@ -110,6 +109,14 @@ class Setup:
   pristine_source: str | None
   refresh_every: int
   refresh_momentum: float
+
+  @functools.cached_property
+  def init_parameters(self):
+    """`(gen_rng, critic_rng) -> (generator variables, critic params)`,
+    compiled once for this setup: one quick compilation instead of
+    hundreds of op-by-op ones (~10 s on a CPU)."""
+    return compilation.jit(functools.partial(_init_parameters, self),
+                           quick=True)
 
 
 def learning_rate_schedules(train_config):
@@ -132,21 +139,9 @@ def learning_rate_schedules(train_config):
 
 
 def build(config: ml_collections.ConfigDict) -> Setup:
-  """Models, optimisers and loss settings from a config.
-
-  Equal configs give the same `Setup` object, so that the programs built
-  from it (`make_train_step`, the sampler) are traced once per process: a
-  resumed run, a notebook cell run again or a benchmark's second phase
-  reuses them.
-  """
-  sections = {name: config[name].to_dict() for name in ('model', 'loss',
-                                                         'train')}
-  return _build(json.dumps(sections, sort_keys=True))
-
-
-@functools.lru_cache(maxsize=16)
-def _build(sections_json: str) -> Setup:
-  config = ml_collections.ConfigDict(json.loads(sections_json))
+  """Models, optimisers and loss settings from a config: new objects at
+  every call (the programs compiled from them belong to their caller, e.g.
+  a `run.Run`)."""
   model_cfg, loss_cfg, train_cfg = config.model, config.loss, config.train
   _check_critic_loop(train_cfg.critic_loop)
   if model_cfg.dtype not in DTYPES:
@@ -216,22 +211,16 @@ def _init_parameters(setup: Setup, gen_rng, critic_rng):
   return gen_vars, critic_params
 
 
-@functools.lru_cache(maxsize=8)
-def _compiled_init(setup: Setup):
-  return compilation.jit(functools.partial(_init_parameters, setup),
-                         quick=True)
-
-
 def create_train_state(setup: Setup, rng: jax.Array,
                        pristine: quality.PristineModel | None = None
                        ) -> TrainState:
   """Initial state: fresh parameters, optimiser states and step 0."""
   gen_rng, critic_rng, state_rng = jax.random.split(rng, 3)
-  init = functools.partial(_init_parameters, setup)
-  if not isinstance(gen_rng, jax.core.Tracer):
-    # One quick compilation instead of hundreds of op-by-op ones (~10 s);
-    # under a trace (eval_shape, jit) the caller's compilation does it.
-    init = _compiled_init(setup)
+  if isinstance(gen_rng, jax.core.Tracer):
+    # under a trace (eval_shape, jit) the caller's compilation does it
+    init = functools.partial(_init_parameters, setup)
+  else:
+    init = setup.init_parameters
   gen_vars, critic_params = init(gen_rng, critic_rng)
   gen_params = gen_vars['params']
   if pristine is None:
@@ -251,6 +240,18 @@ def create_train_state(setup: Setup, rng: jax.Array,
                                jnp.asarray(cov, jnp.float32)),
       pristine_count=jnp.asarray(0 if pristine is None else 1, jnp.int32),
   )
+
+
+def abstract_state(setup: Setup, mesh: Mesh, seed: int = 0) -> TrainState:
+  """The structure, shapes and dtypes of `create_train_state`'s state,
+  replicated over `mesh`, computed without computing it (what a checkpoint
+  restore needs)."""
+  replicated = NamedSharding(mesh, P())
+  shapes = jax.eval_shape(lambda: create_train_state(
+      setup, jax.random.PRNGKey(seed)))
+  return jax.tree_util.tree_map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+      shapes)
 
 
 def initial_pristine(config: ml_collections.ConfigDict, setup: Setup,
@@ -496,15 +497,17 @@ def make_train_step(setup: Setup, mesh: Mesh, *, batch_size: int,
       `input_pipeline.to_unit_range` converts them on the host);
       or a per-device `(data, rng, step) -> [n_critic, batch_size / devices,
       H, W, 3]` that draws them from `data`, a dataset resident on the
-      devices and split along its first axis (`device_data.drawer(spec)`).
+      devices and split along its first axis (`device_data.draw` with its
+      spec bound).
 
   The critic steps are unrolled or scanned as `critic_steps_unrolled` says
   for `setup.critic_loop` and the mesh's platform. The state is
   replicated, and its buffers are donated. Compiled with
   `compiler_options`, by default `compilation.compiler_options` for the
   mesh's platform (on CPUs: XLA's own convolutions, not YNNPACK's, whose
-  kernel gradients are ~10x slower). Equal arguments (the same `setup`
-  from `build`, an equal `draw`) give the same jitted function.
+  kernel gradients are ~10x slower). A new jitted function at every call:
+  its caller keeps it (JAX's persistent compilation cache, when on, spares
+  a second process the compilation).
   """
   devices = mesh.devices.size
   for name, size in (('batch_size', batch_size),
@@ -517,16 +520,6 @@ def make_train_step(setup: Setup, mesh: Mesh, *, batch_size: int,
   if compiler_options is None:
     compiler_options = compilation.compiler_options(platform)
   unroll = critic_steps_unrolled(setup.critic_loop, platform)
-  # the same arguments give the same jitted function: traced once a process
-  return _make_train_step(setup, mesh, batch_size, generator_batch_size,
-                          draw, tuple(sorted(compiler_options.items())),
-                          unroll)
-
-
-@functools.lru_cache(maxsize=8)
-def _make_train_step(setup, mesh, batch_size, generator_batch_size, draw,
-                     compiler_options, unroll):
-  devices = mesh.devices.size
 
   def per_device(state, data):
     real = data if draw is None else draw(data, state.rng, state.step)
@@ -539,4 +532,4 @@ def _make_train_step(setup, mesh, batch_size, generator_batch_size, draw,
   mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), data_spec),
                          out_specs=(P(), P()), check_vma=False)
   return jax.jit(mapped, donate_argnums=0,
-                 compiler_options=dict(compiler_options) or None)
+                 compiler_options=compiler_options or None)

@@ -31,6 +31,7 @@ from helpers import numerics
 from helpers.locks import hold_in_another_process
 from qagan_jax import config as config_lib
 from qagan_jax import loop
+from qagan_jax import modes
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROCESSES = 2
@@ -205,7 +206,7 @@ def test_two_processes_resume_equal_one_process_and_stop_when_one_dies(
   # 10-100x beyond this tolerance (0.9% of it).
   rel = numerics.reordered_sum(8 * 32 * 32, amplification=STEP_CONDITIONING)
   for step, single in ((1, first), (end + 1, after)):
-    two = loop.restore_state(config, workdir, step=step)[1]
+    two = modes.restore_state(config, workdir, step=step)[1]
     assert numerics.assert_states_close(two, single, rel) > 50, step
 
 

@@ -80,6 +80,58 @@ def test_only_main_imports_the_config_module():
   assert importers == ['qagan_jax.main']
 
 
+def private_uses(path: pathlib.Path, package: str = '') -> list[str]:
+  """`module._name` uses and `from module import _name` imports of
+  another qagan_jax module's private names in the file at `path`; a
+  package's private modules (`from qagan_jax.quality import _checks`) are
+  its own modules' to import (`package`: the file's package)."""
+  tree = ast.parse(path.read_text())
+  aliases = set()      # local names bound to qagan_jax modules
+  found = []
+  for node in ast.walk(tree):
+    if isinstance(node, ast.ImportFrom) and (node.module or '').startswith(
+        'qagan_jax'):
+      for alias in node.names:
+        if alias.name.startswith('_') and node.module != package:
+          found.append(f'line {node.lineno}: from {node.module} import '
+                       f'{alias.name}')
+        aliases.add(alias.asname or alias.name)
+    elif isinstance(node, ast.Import):
+      aliases.update(a.asname or a.name for a in node.names
+                     if a.name.startswith('qagan_jax'))
+  for node in ast.walk(tree):
+    if (isinstance(node, ast.Attribute) and node.attr.startswith('_')
+        and not node.attr.startswith('__')
+        and isinstance(node.value, ast.Name) and node.value.id in aliases):
+      found.append(f'line {node.lineno}: {node.value.id}.{node.attr}')
+  return found
+
+
+def test_no_module_uses_another_modules_private_names():
+  """A seam another module needs is public and documented: neither the
+  package nor the experiments reach into a module's `_private` names."""
+  roots = (PACKAGE, PACKAGE.parent / 'experiments')
+  uses = {str(path.relative_to(PACKAGE.parent)): found
+          for root in roots for path in sorted(root.rglob('*.py'))
+          if (found := private_uses(path, '.'.join(
+              path.relative_to(PACKAGE.parent).parts[:-1])))}
+  assert not uses, uses
+
+
+def test_the_private_name_finder_finds_them(tmp_path):
+  path = tmp_path / 'user.py'
+  path.write_text('from qagan_jax import loop\n'
+                  'from qagan_jax.train import _build\n'
+                  'from qagan_jax.quality import _checks\n'
+                  'loop._prepare(1)\nloop.due(1, 2, 3)\nself._x = 1\n')
+  assert private_uses(path) == [
+      'line 2: from qagan_jax.train import _build',
+      'line 3: from qagan_jax.quality import _checks', 'line 4: loop._prepare']
+  # a package's own private module, imported in that package
+  assert private_uses(path, 'qagan_jax.quality') == [
+      'line 2: from qagan_jax.train import _build', 'line 4: loop._prepare']
+
+
 # Each module is imported alone in a fresh interpreter: forked from one that
 # has imported the third-party libraries (the slow part) but nothing of
 # qagan_jax, so a circle or a missing import in the package shows as it
@@ -107,8 +159,9 @@ sys.exit(f'these failed to import alone: {failed}' if failed else 0)
 
 
 def test_each_module_imports_alone_in_a_fresh_interpreter():
-  modules = ['qagan_jax', 'qagan_jax.loop', 'qagan_jax.evaluation',
-             'qagan_jax.train', 'qagan_jax.config',
-             'qagan_jax.evaluation.report', 'qagan_jax.main']
+  modules = ['qagan_jax', 'qagan_jax.loop', 'qagan_jax.run',
+             'qagan_jax.modes', 'qagan_jax.sampling', 'qagan_jax.workdirs',
+             'qagan_jax.evaluation', 'qagan_jax.train', 'qagan_jax.config',
+             'qagan_jax.evaluation.evaluator', 'qagan_jax.main']
   subprocess.run([sys.executable, '-c', _IMPORT_ALONE, *modules], check=True,
                  timeout=300)

@@ -1,7 +1,7 @@
 """Evaluation of generators: Inception metrics (FID, IS, KID) and metrics that need no download.
 
-`report.Evaluator` measures samples with the metrics a config names;
-`loop.evaluate_run` is `python -m qagan_jax.main --mode=evaluate`.
+`evaluator.Evaluator` measures samples with the metrics a config names;
+`qagan_jax.modes.evaluate_run` is `python -m qagan_jax.main --mode=evaluate`.
 """
 
 from qagan_jax.evaluation.metrics import GaussianStats

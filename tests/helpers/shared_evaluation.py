@@ -7,7 +7,7 @@ WORKDIR holds a trained run of the suite's tiny config. Metrics of every
 kind of per-sample part (Inception outputs, here of a stand-in, NIQE
 features, the images) on NUM_SAMPLES (default 24) samples of the newest
 checkpoint, with as many reference images, uncached, as
-`loop.evaluate_samples` computes them: each process generates and
+`sampling.evaluate_samples` computes them: each process generates and
 extracts its share, then all are scored together. On the command line
 (for timing) the evaluation runs twice and "seconds" times the second
 (compiled) one; WEIGHTS (Inception weights, e.g. random ones saved with
@@ -32,8 +32,10 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from helpers import runs  # pylint: disable=g-import-not-at-top,wrong-import-position
-from qagan_jax import loop  # pylint: disable=g-import-not-at-top,wrong-import-position
-from qagan_jax.evaluation import report  # pylint: disable=g-import-not-at-top,wrong-import-position
+from qagan_jax import modes  # pylint: disable=g-import-not-at-top,wrong-import-position
+from qagan_jax import sampling  # pylint: disable=g-import-not-at-top,wrong-import-position
+from qagan_jax.evaluation import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from qagan_jax.evaluation import shares  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 class Projection:
@@ -64,21 +66,21 @@ def evaluate(config, workdir: str, prefix: str, num: int = 24,
   config.eval.metrics = ('fid', 'is', 'kid', 'prdc', 'niqe', 'swd')
   config.eval.reference_samples = config.eval.swd_images = num
   config.eval.batch_size = 12
-  setup, state, _ = loop.restore_state(config, workdir)
+  setup, state, _ = modes.restore_state(config, workdir)
   if weights:
     config.eval.inception_weights = weights
-    evaluator = report.Evaluator(config, config.eval.metrics, num)
+    evaluator = evaluator_lib.Evaluator(config, config.eval.metrics, num)
   else:
-    evaluator = report.Evaluator(config, ('niqe', 'swd'), num)
+    evaluator = evaluator_lib.Evaluator(config, ('niqe', 'swd'), num)
     # Inception at 299x299 costs seconds a batch on a CPU: a fixed random
     # projection of each image stands in for it (features and logits of
     # the image alone, as Inception's), for the samples and the references
     evaluator.metrics = config.eval.metrics
     evaluator.extractor = Projection(config.model.resolution)
-  sampler = loop.make_sampler(setup, config.run.standing_stats_samples)
+  sampler = sampling.Sampler(setup, config.run.standing_stats_samples)
   # the per-sample parts as scored (the first gather of an evaluation; the
   # reference's comes after), for a closer comparison than the metrics
-  parts, gather = {}, report.gather
+  parts, gather = {}, shares.gather
 
   def keep_parts(found, count):
     gathered = gather(found, count)
@@ -86,16 +88,15 @@ def evaluate(config, workdir: str, prefix: str, num: int = 24,
       parts.update(gathered)
     return gathered
 
-  report.gather = keep_parts
+  shares.gather = keep_parts
   try:
     for _ in range(2 if warm else 1):
       parts.clear()
       start = time.perf_counter()
-      metrics = loop.evaluate_samples(evaluator, sampler, state, num,
-                                      setup.latent_dim)
+      metrics = sampling.evaluate_samples(evaluator, sampler, state, num)
       seconds = time.perf_counter() - start
   finally:
-    report.gather = gather
+    shares.gather = gather
   index = jax.process_index()
   pathlib.Path(f'{prefix}{index}.json').write_text(json.dumps(
       {'metrics': metrics, 'seconds': seconds,

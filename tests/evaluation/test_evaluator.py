@@ -1,6 +1,5 @@
-"""The evaluate mode: metrics of a checkpoint's EMA generator, reference caching, clear failures."""
+"""The Evaluator: every metric of a config on samples, reference statistics cached once for every run, clear failures."""
 
-import json
 import logging
 import threading
 
@@ -9,38 +8,10 @@ import pytest
 
 from qagan_jax import config as config_lib
 from qagan_jax import input_pipeline
-from qagan_jax import loop
 from qagan_jax import storage
+from qagan_jax.evaluation import evaluator as evaluator_lib
 from qagan_jax.evaluation import inception
 from qagan_jax.evaluation import offline
-from qagan_jax.evaluation import report
-
-
-@pytest.fixture
-def trained(trained_run, copy_run, tiny_run_config):
-  """The tiny run of the suite, trained to step 6 (a copy to write into)."""
-  return tiny_run_config(), copy_run(trained_run)
-
-
-@pytest.mark.slow
-def test_evaluate_run_writes_a_report_of_the_offline_metrics(trained):
-  config, workdir = trained
-  config = config.copy_and_resolve_references()
-  config.eval.metrics = ('swd', 'niqe', 'diversity', 'prdc_niqe')
-  path = loop.evaluate_run(config, workdir, num_samples=64)
-  assert path == workdir / 'eval' / 'step_0000006.json'
-  result = json.loads(path.read_text())
-  assert result['step'] == 6 and result['num_samples'] == 64
-  values = result['metrics']
-  prdc_names = {f'prdc_niqe/{n}' for n in ('precision', 'recall', 'density',
-                                           'coverage')}
-  assert {'swd/mean', 'swd/32', 'swd/16', 'niqe_distance',
-          'diversity/ssim_pairs', 'diversity/ssim_pairs_real_held_out'} | prdc_names <= (
-              set(values))
-  assert all(np.isfinite(v) for v in values.values())
-  # six training steps: far from the data, by every measure
-  assert values['swd/mean'] > 10 and values['niqe_distance'] > 1
-  assert values['prdc_niqe/coverage'] < 0.5
 
 
 @pytest.mark.slow
@@ -55,8 +26,8 @@ def test_inception_metrics_with_converted_weights_and_a_cached_reference(
   config.eval.reference_samples = 12
   config.eval.batch_size = 12
   config_lib.validate(config)
-  evaluator = report.Evaluator(config, config.eval.metrics, 12,
-                               cache_dir=tmp_path / 'reference')
+  evaluator = evaluator_lib.Evaluator(config, config.eval.metrics, 12,
+                                      cache_dir=tmp_path / 'reference')
   samples = np.random.default_rng(0).uniform(-1, 1, (12, 32, 32, 3))
   first = evaluator(samples)
   assert set(first) == {'fid', 'is', 'is_std', 'kid', 'kid_std', 'kid_stderr',
@@ -64,8 +35,8 @@ def test_inception_metrics_with_converted_weights_and_a_cached_reference(
   assert first['fid'] > 0 and first['is'] >= 1
   assert all(0 <= first[n] <= 1 for n in ('precision', 'recall', 'coverage'))
   assert len(list((tmp_path / 'reference').glob('*_inception_12_*.npz'))) == 1
-  again = report.Evaluator(config, config.eval.metrics, 12,
-                           cache_dir=tmp_path / 'reference')
+  again = evaluator_lib.Evaluator(config, config.eval.metrics, 12,
+                                  cache_dir=tmp_path / 'reference')
   with caplog.at_level(logging.INFO):
     (stats, kid_features), (cached, cached_kid) = (
         evaluator.inception_reference(), again.inception_reference())
@@ -79,10 +50,10 @@ def test_one_reference_cache_serves_every_run_of_the_same_data(
     tiny_run_config, tmp_path, monkeypatch, caplog):
   monkeypatch.setenv('QAGAN_JAX_CACHE', str(tmp_path / 'user'))
   config = tiny_run_config(eval__swd_images=16)
-  where = report.reference_cache_dir(config.eval)
+  where = evaluator_lib.reference_cache_dir(config.eval)
   assert str(where) == str(tmp_path / 'user' / 'reference')
   metrics = ('niqe', 'swd')
-  first = report.Evaluator(config, metrics, 16, cache_dir=where)
+  first = evaluator_lib.Evaluator(config, metrics, 16, cache_dir=where)
   rows = first.offline_reference()[1]
   cached = list((tmp_path / 'user' / 'reference').glob('*_niqe_16_*.npz'))
   assert len(cached) == 1
@@ -92,15 +63,15 @@ def test_one_reference_cache_serves_every_run_of_the_same_data(
                           train__num_iters=12)
   monkeypatch.setattr(offline, 'niqe_feature_rows', _no_recomputation)
   with caplog.at_level(logging.INFO):
-    again = report.Evaluator(other, metrics, 16, cache_dir=where)
+    again = evaluator_lib.Evaluator(other, metrics, 16, cache_dir=where)
     np.testing.assert_array_equal(again.offline_reference()[1][0], rows[0])
   assert 'Reference NIQE features from' in caplog.text
   # other data, another file
   changed = tiny_run_config(eval__swd_images=16, data__patches_per_epoch=2048)
-  assert (report.Evaluator(changed, metrics, 16, cache_dir=where)
+  assert (evaluator_lib.Evaluator(changed, metrics, 16, cache_dir=where)
           ._cache_path('niqe', 16) != first._cache_path('niqe', 16))
   config.eval.reference_cache = 'none'
-  assert report.reference_cache_dir(config.eval) is None
+  assert evaluator_lib.reference_cache_dir(config.eval) is None
 
 
 def _no_recomputation(*args, **kwargs):
@@ -132,7 +103,7 @@ def test_missing_weights_fail_before_any_work(tmp_path):
   config.eval.inception_weights = str(tmp_path / 'absent.npz')
   with pytest.raises(inception.InceptionWeightsMissing,
                      match='pt_inception-2015-12-05'):
-    report.Evaluator(config, config.eval.metrics, 100)
+    evaluator_lib.Evaluator(config, config.eval.metrics, 100)
 
 
 def test_unknown_metric_names_are_rejected_with_a_suggestion():
@@ -145,7 +116,7 @@ def test_unknown_metric_names_are_rejected_with_a_suggestion():
 def test_uint8_and_float_samples_give_the_same_metrics(tiny_run_config):
   config = tiny_run_config()
   config.eval.reference_split = 'held_out'
-  evaluator = report.Evaluator(config, ('swd', 'niqe', 'diversity'), 32)
+  evaluator = evaluator_lib.Evaluator(config, ('swd', 'niqe', 'diversity'), 32)
   floats = np.random.default_rng(5).uniform(-1, 1, (32, 32, 32, 3))
   as_saved = input_pipeline.to_uint8(floats)
   from_uint8 = evaluator(as_saved)
@@ -157,25 +128,9 @@ def test_uint8_and_float_samples_give_the_same_metrics(tiny_run_config):
 
 def test_non_finite_samples_are_refused_with_their_count(tiny_run_config):
   config = tiny_run_config()
-  evaluator = report.Evaluator(config, ('swd',), 8)
+  evaluator = evaluator_lib.Evaluator(config, ('swd',), 8)
   samples = np.zeros((8, 32, 32, 3), np.float32)
   samples[2, 0, 0, 0] = np.nan
   samples[5, 3, 3, 1] = np.inf
-  with pytest.raises(report.NonFiniteSamplesError, match='2 of 8 samples'):
+  with pytest.raises(evaluator_lib.NonFiniteSamplesError, match='2 of 8 samples'):
     evaluator(samples)
-
-
-def test_generated_samples_are_checked_before_rounding_to_uint8():
-  class Sampler:
-    def prepare(self, state):
-      return state
-
-    def images(self, prepared, z):
-      images = np.zeros((len(z), 4, 4, 3), np.float32)
-      images[::3] = np.nan   # 2 + 2 + 1 of the chunks of 4, 4, 2
-      return images
-
-  sampler = Sampler()
-  with pytest.raises(report.NonFiniteSamplesError, match='5 of 10 samples'):
-    loop.generate(sampler, None, 10, seed=0, latent_dim=2, batch=4,
-                  as_uint8=True)

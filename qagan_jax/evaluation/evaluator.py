@@ -6,8 +6,8 @@ against real images of `eval.reference_split`; its reference statistics
 (Inception features, NIQE features) are computed once and cached where
 every run of the same data finds them (`reference_cache_dir`: the user
 cache by default; written whole, so two runs computing them at once cannot
-leave a partial file). `loop.evaluate_run` (the evaluate
-mode) uses it on a checkpoint's samples.
+leave a partial file). `modes.evaluate_run` (the evaluate mode) and the
+training loop use it through `sampling.evaluate_samples`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import time
 import jax
 import numpy as np
 from etils import epath
-from jax.experimental import multihost_utils
 
 from qagan_jax import input_pipeline
 from qagan_jax import storage
@@ -29,6 +28,7 @@ from qagan_jax.evaluation import inception
 from qagan_jax.evaluation import metrics as metrics_lib
 from qagan_jax.evaluation import offline
 from qagan_jax.evaluation import prdc as prdc_lib
+from qagan_jax.evaluation import shares
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +67,7 @@ def reference_cache_dir(eval_config) -> epath.Path | None:
   if setting == 'none':
     return None
   if not setting:
-    setting = os.environ.get('QAGAN_JAX_CACHE') or os.path.join(
-        os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'),
-        'qagan_jax')
-    setting = os.path.join(setting, 'reference')
+    setting = os.path.join(storage.user_cache_dir(), 'reference')
   return storage.workdir_path(setting)
 
 
@@ -218,7 +215,7 @@ class Evaluator:
     # each image depend on those before it
     count = min(count, len(input_pipeline.data_source(self.config.data,
                                                       split)))
-    first, stop = share(count)
+    first, stop = shares.share(count)
     mine, offset = [], 0
     for chunk in input_pipeline.iter_split_images(self.config.data, split,
                                                   count):
@@ -227,9 +224,9 @@ class Evaluator:
         mine.append(self.extractor(input_pipeline.to_uint8(
             chunk[lo - offset:hi - offset]))[0])
       offset += len(chunk)
-    features = gather({'features': padded(
+    features = shares.gather({'features': shares.padded(
         np.concatenate(mine) if mine else np.zeros((0, 2048), np.float32),
-        share_size(count))}, count)['features']
+        shares.share_size(count))}, count)['features']
     stats = metrics_lib.GaussianStats.of(features)
     kid_features = features[:KID_REFERENCE_ROWS]
     if path is not None and jax.process_index() == 0:
@@ -265,7 +262,7 @@ class Evaluator:
 
   def score(self, parts: dict[str, np.ndarray]) -> dict[str, float]:
     """The metrics of the samples whose `extract` parts are given (of one
-    process, or of all of them gathered with `gather`)."""
+    process, or of all of them gathered with `shares.gather`)."""
     results = {}
     if self.extractor is not None:
       features, logits = parts['features'], parts['logits']
@@ -307,42 +304,3 @@ class Evaluator:
     """The metrics of `samples` `[N, R, R, 3]`: float in [-1, 1] or uint8
     (as saved), all on this process."""
     return self.score(self.extract(samples))
-
-
-def share_size(count: int) -> int:
-  """Rows of every process's share of `count` (the last ones padded)."""
-  return -(-count // jax.process_count())
-
-
-def share(count: int) -> tuple[int, int]:
-  """[start, stop) of this process's share of `count` items: contiguous,
-  in process order, `share_size(count)` of them (fewer on the last ones)."""
-  size = share_size(count)
-  start = min(jax.process_index() * size, count)
-  return start, min(start + size, count)
-
-
-def padded(rows: np.ndarray, size: int) -> np.ndarray:
-  """`rows` with zero rows after them, `size` in all (a share's padding)."""
-  pad = size - len(rows)
-  return np.concatenate([rows, np.zeros((pad,) + rows.shape[1:], rows.dtype)]
-                        ) if pad else rows
-
-
-def gather(parts: dict[str, np.ndarray], count: int) -> dict[str, np.ndarray]:
-  """Every process's rows of `parts`, in process order, the first `count`.
-
-  Each process holds the rows of its contiguous share of `count` samples
-  (`share`), padded to the same number of rows (the padding is last,
-  so the first `count` rows of the concatenation are the samples in order).
-  One process: its own rows."""
-  if jax.process_count() == 1:
-    return {name: rows[:count] for name, rows in parts.items()}
-  gathered = {}
-  for name in sorted(parts):           # the same order on every process
-    rows = np.asarray(parts[name])
-    flags = rows.dtype == np.bool_
-    joined = np.asarray(multihost_utils.process_allgather(
-        rows.astype(np.uint8) if flags else rows, tiled=True))
-    gathered[name] = (joined.astype(bool) if flags else joined)[:count]
-  return gathered

@@ -1,0 +1,70 @@
+"""How a training run is asked to stop: signals, and a preemption shared by every process.
+
+`StopRequests` turns SIGINT and SIGTERM (a preempted TPU VM, a scheduler's
+notice) into a request that the loop sees between steps, so that it saves
+a checkpoint and stops cleanly; in a multi-process run, every process at
+the same step. `PeerLostError` is what a process reports when another
+process of its run has gone.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import jax
+from jax.experimental import multihost_utils
+
+
+class PeerLostError(RuntimeError):
+  """A collective with the other processes of a multi-process run failed."""
+
+
+class StopRequests:
+  """Turns SIGINT / SIGTERM into a request to save and stop.
+
+  One process: the request is this process's own, at the step it arrives.
+  Several processes (jax.distributed): SIGTERM is left to the coordination
+  service's preemption notifier, which tells every process, and
+  `should_stop(step)` turns true on all of them at the same step (jax's
+  preemption sync point), so that they save one checkpoint together; SIGINT
+  is passed on to that notifier as a SIGTERM. A second signal stops at once.
+  """
+
+  def __init__(self):
+    self.signal_name = None
+    self._previous = {}
+    self._shared = (jax.process_count() > 1 and
+                    jax.config.jax_enable_preemption_service)
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      signals = (signal.SIGINT,) if self._shared else (signal.SIGINT,
+                                                         signal.SIGTERM)
+      for sig in signals:
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.signal_name is not None:     # a second signal: stop at once
+      signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+      signal.raise_signal(signum)
+      return
+    self.signal_name = signal.Signals(signum).name
+    if self._shared:                     # to the preemption notifier
+      signal.raise_signal(signal.SIGTERM)
+
+  def should_stop(self, step: int) -> str | None:
+    """The reason to stop after `step` (a signal's name), or None. Called
+    at every step, by every process with the same steps."""
+    if self._shared:
+      if multihost_utils.reached_preemption_sync_point(step):
+        return self.signal_name or 'SIGTERM'
+      return None
+    return self.signal_name
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    return False

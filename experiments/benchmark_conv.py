@@ -20,7 +20,6 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 from jax import lax
 
 from qagan_jax import compilation

@@ -33,6 +33,7 @@ import numpy as np
 
 from qagan_jax import models
 from qagan_jax import train
+from qagan_jax import train_state
 
 from benchmark_e2e import program_bytes  # experiments/ is on sys.path
 
@@ -42,7 +43,7 @@ def build_variant(method, args, mesh, compiler_options=None,
   """A compiled step of `method` at `args`' sizes, with its state and
   random real batches (`run_jax` runs it once), the compile time, the
   parameter counts and the device memory of its program."""
-  config = train.default_config()
+  config = train_state.default_config()
   config.train.critic_loop = critic_loop
   config.train.n_critic = n_critic or config.train.n_critic
   config.model.resolution = args.resolution
@@ -51,8 +52,8 @@ def build_variant(method, args, mesh, compiler_options=None,
   config.loss.method = method
   config.train.batch_size = args.batch
   config.train.generator_batch_size = 2 * args.batch
-  setup = train.build(config)
-  state = train.create_train_state(setup, jax.random.PRNGKey(0))
+  setup = train_state.build(config)
+  state = train_state.create_train_state(setup, jax.random.PRNGKey(0))
   state = jax.device_put(state, jax.sharding.NamedSharding(
       mesh, jax.sharding.PartitionSpec()))
   step = train.make_train_step(setup, mesh, batch_size=args.batch,
@@ -102,7 +103,7 @@ def main():
   parser.add_argument('--batch', type=int, default=64)
   parser.add_argument('--resolution', type=int, default=32)
   parser.add_argument('--dtype', default='float32',
-                      choices=sorted(train.DTYPES))
+                      choices=sorted(train_state.DTYPES))
   parser.add_argument('--variants', nargs='+', default=['wgangp', 'ssim',
                                                         'niqe'],
                       choices=['wgangp', 'ssim', 'niqe'])

@@ -35,6 +35,7 @@ from jax.profiler import ProfileData
 
 from qagan_jax import compilation
 from qagan_jax import train
+from qagan_jax import train_state
 
 _INSTRUCTION = re.compile(
     r'^\s*(?:ROOT )?%?([\w.\-]+) = (\w+\[[\d,]*\])\S* (\S+?)\((.*)$')
@@ -129,20 +130,20 @@ def main():
                       help='jax.profiler host tracer level (1 costs least)')
   args = parser.parse_args()
 
-  config = train.default_config()
+  config = train_state.default_config()
   config.model.width = args.width
   config.loss.method = args.method
   config.train.batch_size = args.batch
   config.train.n_critic = args.n_critic
   config.train.generator_batch_size = 2 * args.batch
-  setup = train.build(config)
+  setup = train_state.build(config)
   mesh = train.make_mesh()
   options = {} if args.xla_defaults else compilation.compiler_options(
       mesh.devices.flat[0].platform)
   step = train.make_train_step(setup, mesh, batch_size=args.batch,
                                generator_batch_size=2 * args.batch,
                                compiler_options=options)
-  state = train.create_train_state(setup, jax.random.PRNGKey(0))
+  state = train_state.create_train_state(setup, jax.random.PRNGKey(0))
   real = jnp.asarray(np.random.default_rng(0).uniform(
       -1, 1, (config.train.n_critic, args.batch, 32, 32, 3)), jnp.float32)
   compiled = step.lower(state, real).compile()

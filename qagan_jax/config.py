@@ -19,7 +19,7 @@ from qagan_jax import device_data
 from qagan_jax import input_pipeline
 from qagan_jax import losses
 from qagan_jax import models
-from qagan_jax import train
+from qagan_jax import train_state
 from qagan_jax.evaluation import evaluator
 
 DATASET_RESOLUTION = {'cifar10': 32, 'stl10': 48, 'celeb_a': 64}
@@ -36,7 +36,7 @@ GP10_FIELDS = {
 
 def base_config() -> ml_collections.ConfigDict:
   """Every field, with the settings of the QAGAN authors' code."""
-  config = train.default_config()
+  config = train_state.default_config()
   config.data = input_pipeline.default_config()
   config.run = ml_collections.ConfigDict(dict(
       log_every=50,            # iterations between metric lines
@@ -192,10 +192,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(errors, 'loss.method', loss.method, losses.METHODS)
   _choice(errors, 'loss.adversarial', loss.adversarial, losses.ADVERSARIAL)
   _choice(errors, 'loss.niqe.pristine', loss.niqe.pristine,
-          train.PRISTINE_SOURCES)
-  _choice(errors, 'model.dtype', model.dtype, tuple(train.DTYPES))
+          train_state.PRISTINE_SOURCES)
+  _choice(errors, 'model.dtype', model.dtype, tuple(train_state.DTYPES))
   _choice(errors, 'train.critic_loop', train_cfg.critic_loop,
-          train.CRITIC_LOOPS)
+          train_state.CRITIC_LOOPS)
   _choice(errors, 'model.resolution', model.resolution,
           tuple(models.ARCHITECTURES))
   _choice(errors, 'data.stl10_resolution', data.stl10_resolution, (48, 96))
@@ -268,7 +268,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
           f'{expected}x{expected} images of data.dataset = {data.dataset!r}'
           f'{"; set data.patch_size" if data.dataset == "natural_patches" else ""}')
     try:
-      train.build(config)
+      train_state.build(config)
     except ValueError as error:
       errors.append(str(error))
     if loss.method == 'niqe' and loss.niqe.pristine == 'file':

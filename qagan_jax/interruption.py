@@ -20,6 +20,22 @@ class PeerLostError(RuntimeError):
   """A collective with the other processes of a multi-process run failed."""
 
 
+# How the runtime reports a collective whose peer has gone: XLA's errors
+# (JaxRuntimeError) and, from the CPU collectives' transport, a ValueError
+# ("UNKNOWN: Gloo AllGather failed: ... Connection closed by peer").
+_COLLECTIVE_FAILURES = ('Gloo', 'Connection closed by peer',
+                        'Connection reset by peer', 'heartbeat', 'UNAVAILABLE')
+
+
+def collective_failed(error: BaseException) -> bool:
+  """Whether `error`, raised in a multi-process run, is a collective that
+  failed because another process stopped."""
+  if isinstance(error, jax.errors.JaxRuntimeError):
+    return True
+  text = str(error)
+  return any(marker in text for marker in _COLLECTIVE_FAILURES)
+
+
 class StopRequests:
   """Turns SIGINT / SIGTERM into a request to save and stop.
 

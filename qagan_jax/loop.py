@@ -30,11 +30,11 @@ from qagan_jax import reporting
 from qagan_jax import run as run_lib
 from qagan_jax import sampling
 from qagan_jax import storage
-from qagan_jax import train
+from qagan_jax import train_state
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
-                       *, stop_after=None, on_step=None) -> train.TrainState:
+                       *, stop_after=None, on_step=None) -> train_state.TrainState:
   """Trains (or resumes) the run of `config` in `workdir`; returns the state.
 
   Args:
@@ -60,8 +60,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
     raise run.checkpointer.disk_full(
         os.fspath(error.filename) if error.filename
         else "the run's metrics and sample grids") from None
-  except jax.errors.JaxRuntimeError as error:
-    if jax.process_count() == 1:
+  except (jax.errors.JaxRuntimeError, ValueError) as error:
+    if jax.process_count() == 1 or not interruption.collective_failed(error):
       raise
     peer_lost = True
     raise interruption.PeerLostError(
@@ -122,7 +122,7 @@ class _Outputs:
       self.writer.scalars(step, {f'eval/{k}': v for k, v in results.items()})
 
 
-def _train(run: run_lib.Run, stop_after, on_step) -> train.TrainState:
+def _train(run: run_lib.Run, stop_after, on_step) -> train_state.TrainState:
   cfg, state = run.config, run.state
   total = cfg.train.num_iters
   if run.finished:     # nothing to compile
@@ -136,7 +136,7 @@ def _train(run: run_lib.Run, stop_after, on_step) -> train.TrainState:
   compiling.shutdown(wait=False)
   outputs = _Outputs(run)
   writer = outputs.writer
-  gen_schedule, _ = train.learning_rate_schedules(cfg.train)
+  gen_schedule, _ = train_state.learning_rate_schedules(cfg.train)
   if run.start == 0:
     outputs.sample_and_evaluate(0, state, True, True)
   compiled_step.result()   # waits; a compilation error surfaces here
@@ -149,7 +149,7 @@ def _train(run: run_lib.Run, stop_after, on_step) -> train.TrainState:
       done = step + 1
       progress.update()
       if due(done, cfg.run.log_every, total):
-        values = {k: float(v) for k, v in train.host_value(metrics).items()}
+        values = {k: float(v) for k, v in train_state.host_value(metrics).items()}
         bad = [k for k, v in values.items() if not math.isfinite(v)]
         if bad:
           raise checkpoints.NonFiniteStateError(

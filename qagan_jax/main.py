@@ -198,7 +198,7 @@ def main(argv):
   from qagan_jax import loop  # pylint: disable=g-import-not-at-top
   from qagan_jax import modes  # pylint: disable=g-import-not-at-top
   from qagan_jax import run_lock  # pylint: disable=g-import-not-at-top
-  from qagan_jax import train  # pylint: disable=g-import-not-at-top
+  from qagan_jax import train_state  # pylint: disable=g-import-not-at-top
   from qagan_jax import workdirs  # pylint: disable=g-import-not-at-top
   from qagan_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
   try:
@@ -206,7 +206,7 @@ def main(argv):
       log.info('Training %s in %s.', config.loss.method, workdir)
       state = loop.train_and_evaluate(config, workdir,
                                       stop_after=_STOP_AFTER.value)
-      done = int(train.host_value(state.step))
+      done = int(train_state.host_value(state.step))
       if done >= config.train.num_iters:
         log.info('Done: %d iterations. Sample grids in %s/samples, losses '
                  'and metrics in %s/loss_curves.png and metrics.jsonl.',

@@ -22,6 +22,7 @@ from qagan_jax import reporting
 from qagan_jax import sampling
 from qagan_jax import storage
 from qagan_jax import train
+from qagan_jax import train_state
 from qagan_jax import workdirs
 from qagan_jax.evaluation import evaluator as evaluator_lib
 
@@ -35,11 +36,11 @@ def restore_state(config: ml_collections.ConfigDict, workdir, step=None):
     raise FileNotFoundError(f'no checkpoints in {workdir}; train first, or '
                             'pass the --workdir of a trained run.')
   workdirs.check_config(config, workdir)
-  setup = train.build(config)
+  setup = train_state.build(config)
   checkpointer = checkpoints.Checkpointer(workdir / 'checkpoints',
                                           config.run.keep_checkpoints)
   restored = checkpointer.restore(
-      train.abstract_state(setup, train.make_mesh(), config.seed), step=step)
+      train_state.abstract_state(setup, train.make_mesh(), config.seed), step=step)
   checkpointer.close()
   if restored is None:
     raise FileNotFoundError(f'no checkpoints in {workdir / "checkpoints"}.')

@@ -31,6 +31,7 @@ from qagan_jax import run_lock
 from qagan_jax import sampling
 from qagan_jax import storage
 from qagan_jax import train
+from qagan_jax import train_state
 from qagan_jax import workdirs
 from qagan_jax.evaluation import evaluator as evaluator_lib
 
@@ -42,10 +43,10 @@ class Run:
   """Everything a training run builds before its first step."""
   config: ml_collections.ConfigDict
   workdir: epath.Path
-  setup: train.Setup
+  setup: train_state.Setup
   mesh: jax.sharding.Mesh
   checkpointer: checkpoints.Checkpointer
-  state: train.TrainState
+  state: train_state.TrainState
   start: int                      # the step it resumes after (0: a new run)
   step_fn: object                 # jitted (state, data) -> (state, metrics)
   resident: jax.Array | None      # 'device': the dataset on the devices
@@ -77,9 +78,9 @@ class Run:
     (None for the device placement: the step number says it all)."""
     return None if self.feed is None else self.feed.position()
 
-  def abstract_state(self) -> train.TrainState:
+  def abstract_state(self) -> train_state.TrainState:
     """The state's structure, shapes and shardings (for a restore)."""
-    return train.abstract_state(self.setup, self.mesh, self.config.seed)
+    return train_state.abstract_state(self.setup, self.mesh, self.config.seed)
 
   @functools.cached_property
   def sampler(self) -> sampling.Sampler:
@@ -156,13 +157,13 @@ def build_run(config: ml_collections.ConfigDict, workdir) -> Run:
 def _assemble(cfg, workdir, lock, source, mesh, spec, loader) -> Run:
   """The rest of `build_run`, with the workdir held: state and step."""
   n_critic, batch = cfg.train.n_critic, cfg.train.batch_size
-  setup = train.build(cfg)
+  setup = train_state.build(cfg)
   iterator = None if loader is None else iter(loader)
   checkpointer = checkpoints.Checkpointer(workdir / 'checkpoints',
                                           cfg.run.keep_checkpoints,
                                           training=True)
   restored = checkpointer.restore(
-      train.abstract_state(setup, mesh, cfg.seed), iterator)
+      train_state.abstract_state(setup, mesh, cfg.seed), iterator)
   if restored is not None:
     state, start = restored
     log.info('Resuming from the checkpoint of step %d in %s.', start, workdir)
@@ -186,7 +187,7 @@ def _assemble(cfg, workdir, lock, source, mesh, spec, loader) -> Run:
              resident, feed, lock)
 
 
-def _initial_state(cfg, setup, mesh, source) -> train.TrainState:
+def _initial_state(cfg, setup, mesh, source) -> train_state.TrainState:
   """A new run's state, replicated over `mesh`: fresh parameters, and the
   NIQE pristine model it starts from."""
   sobel_batches = None
@@ -197,7 +198,7 @@ def _initial_state(cfg, setup, mesh, source) -> train.TrainState:
                         input_pipeline.create_loader(
                             cfg.data, cfg.train.batch_size, seed=cfg.seed + 1,
                             source=source, process_index=0, process_count=1))
-  pristine = train.initial_pristine(cfg, setup, sobel_batches)
-  state = train.create_train_state(setup, jax.random.PRNGKey(cfg.seed),
+  pristine = train_state.initial_pristine(cfg, setup, sobel_batches)
+  state = train_state.create_train_state(setup, jax.random.PRNGKey(cfg.seed),
                                    pristine)
-  return train.replicate(state, mesh)
+  return train_state.replicate(state, mesh)

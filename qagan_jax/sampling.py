@@ -17,7 +17,7 @@ from jax.sharding import PartitionSpec as P
 
 from qagan_jax import compilation
 from qagan_jax import input_pipeline
-from qagan_jax import train
+from qagan_jax import train_state
 from qagan_jax.evaluation import evaluator as evaluator_lib
 from qagan_jax.evaluation import shares
 
@@ -39,7 +39,7 @@ class Sampler:
   run's compiled programs.
   """
 
-  def __init__(self, setup: train.Setup, num_standing: int):
+  def __init__(self, setup: train_state.Setup, num_standing: int):
     devices = jax.local_devices()
     mesh = jax.sharding.Mesh(np.array(devices), ('data',))
     self._replicated = NamedSharding(mesh, P())
@@ -64,11 +64,11 @@ class Sampler:
 
     self._standing_stats, self._apply = standing_stats, apply
 
-  def prepare(self, state: train.TrainState):
+  def prepare(self, state: train_state.TrainState):
     """(params, standing statistics) of `state`'s EMA generator, replicated
     on this process's devices."""
     params, batch_stats = jax.device_put(
-        train.host_value((state.gen_ema_params, state.gen_batch_stats)),
+        train_state.host_value((state.gen_ema_params, state.gen_batch_stats)),
         self._replicated)
     z = jax.device_put(self._standing_z, self._replicated)
     return params, self._standing_stats(params, batch_stats, z)

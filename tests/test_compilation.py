@@ -7,10 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
+from jax.experimental.compilation_cache import compilation_cache
 
 from helpers import numerics
 from qagan_jax import compilation
 from qagan_jax import train
+from qagan_jax import train_state
 
 CONV_DIMS = ('NHWC', 'HWIO', 'NHWC')
 
@@ -105,10 +107,10 @@ def test_cpu_options_keep_values_and_derivatives():
 def test_train_step_is_the_same_with_the_cpu_options():
   # Width 32: the narrowest network whose convolutions XLA's defaults give
   # to YNNPACK.
-  config = train.default_config()
+  config = train_state.default_config()
   config.model.width = 32
   config.train.n_critic = 1
-  setup = train.build(config)
+  setup = train_state.build(config)
   mesh = train.make_mesh(jax.devices()[:1])
   real = jax.random.uniform(jax.random.key(3), (1, 16, 32, 32, 3),
                             minval=-1, maxval=1)
@@ -117,7 +119,7 @@ def test_train_step_is_the_same_with_the_cpu_options():
     step = train.make_train_step(setup, mesh, batch_size=16,
                                  generator_batch_size=16,
                                  compiler_options=options)
-    state = train.create_train_state(setup, jax.random.PRNGKey(0))
+    state = train_state.create_train_state(setup, jax.random.PRNGKey(0))
     compiled = step.lower(state, real).compile()
     ynn = _ynn_convolutions(compiled.as_text())
     assert ynn == 0 if name == 'ours' else ynn > 0
@@ -179,3 +181,49 @@ def test_train_step_is_the_same_with_the_cpu_options():
     checked += 1
   assert checked > 50
   assert conditioned[0] > 0.5 * conditioned[1]   # most parameters compared
+
+
+@pytest.fixture
+def jax_cache_settings():
+  """Restores JAX's persistent-cache settings (the suite's) afterwards."""
+  names = ('jax_compilation_cache_dir', 'jax_enable_compilation_cache',
+           'jax_compilation_cache_max_size',
+           'jax_persistent_cache_min_compile_time_secs')
+  saved = {name: getattr(jax.config, name) for name in names}
+  yield
+  compilation_cache.reset_cache()
+  for name, value in saved.items():
+    jax.config.update(name, value)
+
+
+def test_the_persistent_cache_goes_where_run_compilation_cache_says(
+    tmp_path, monkeypatch, caplog, jax_cache_settings):
+  del jax_cache_settings
+  suite = jax.config.jax_compilation_cache_dir
+  assert suite     # tests/conftest.py's
+  # '': the folder JAX is configured with is used as configured
+  assert compilation.use_persistent_cache('') == suite
+  # a folder of the run's: every program, the size capped
+  mine = tmp_path / 'programs'
+  assert compilation.use_persistent_cache(str(mine)) == str(mine)
+  assert jax.config.jax_compilation_cache_dir == str(mine) and mine.is_dir()
+  assert jax.config.jax_enable_compilation_cache
+  assert (jax.config.jax_compilation_cache_max_size
+          == compilation.PERSISTENT_CACHE_BYTES)
+  jax.jit(lambda x: x * 3.0 + 1.0)(jnp.ones(5)).block_until_ready()
+  assert list(mine.glob('*-cache'))     # written there
+  # 'none': off
+  assert compilation.use_persistent_cache('none') is None
+  assert not jax.config.jax_enable_compilation_cache
+  # '' with nothing configured: the user cache, beside the references
+  monkeypatch.setenv('QAGAN_JAX_CACHE', str(tmp_path / 'user'))
+  jax.config.update('jax_compilation_cache_dir', None)
+  assert compilation.use_persistent_cache('') == str(tmp_path / 'user' / 'jax')
+  # a folder that cannot be made: compiled without, one warning naming the
+  # setting
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('')
+  with caplog.at_level('WARNING'):
+    assert compilation.use_persistent_cache(str(a_file / 'jax')) is None
+  assert 'run.compilation_cache' in caplog.text and str(a_file) in caplog.text
+  assert not jax.config.jax_enable_compilation_cache

@@ -9,7 +9,7 @@ import tensorflow_datasets as tfds
 
 from qagan_jax import config as config_lib
 from qagan_jax import input_pipeline
-from qagan_jax import train
+from qagan_jax import train_state
 
 
 def load_config_file(path):
@@ -34,8 +34,8 @@ def test_there_are_nine_paper_configs_a_base_and_the_demo():
 def test_every_config_file_validates_and_builds_models_and_pipeline(path):
   config = load_config_file(path)
   config_lib.validate(config)
-  setup = train.build(config)
-  state = jax.eval_shape(lambda: train.create_train_state(
+  setup = train_state.build(config)
+  state = jax.eval_shape(lambda: train_state.create_train_state(
       setup, jax.random.PRNGKey(0)))
   assert state.gen_params and state.critic_params
   side = config.model.resolution

@@ -165,3 +165,34 @@ def test_each_module_imports_alone_in_a_fresh_interpreter():
              'qagan_jax.evaluation.evaluator', 'qagan_jax.main']
   subprocess.run([sys.executable, '-c', _IMPORT_ALONE, *modules], check=True,
                  timeout=300)
+
+
+LAYOUT = PACKAGE.parent / 'docs' / 'layout.md'
+
+
+def layout_order() -> list[str]:
+  """The modules and packages of docs/layout.md, in the page's order, as
+  dotted names (`quality/` -> 'qagan_jax.quality')."""
+  import re  # pylint: disable=g-import-not-at-top
+  names = re.findall(r'^\| `([\w/.]+)` \|', LAYOUT.read_text(), re.M)
+  return ['qagan_jax.' + name.removesuffix('/').removesuffix('.py')
+          for name in names]
+
+
+def test_the_layout_page_lists_every_module_below_what_it_imports():
+  """docs/layout.md is the map of the package: every module is on it,
+  under (or in the package of) every module it imports."""
+  order = layout_order()
+
+  def entry(module):
+    found = [i for i, name in enumerate(order)
+             if module == name or module.startswith(name + '.')]
+    return found[0] if found else None
+
+  graph = import_graph()
+  modules = [m for m in graph if m != 'qagan_jax']   # the package's re-exports
+  assert [m for m in modules if entry(m) is None] == [], 'not on the page'
+  upward = [f'{module} imports {target}' for module in modules
+            for target in graph[module]
+            if target != 'qagan_jax' and entry(target) > entry(module)]
+  assert upward == []

@@ -3,8 +3,6 @@
 import json
 import pathlib
 import shutil
-import subprocess
-import sys
 
 import pytest
 
@@ -12,16 +10,6 @@ from helpers import runs
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEMO = str(REPO_ROOT / 'configs' / 'demo.py')
-
-
-def qagan(*args, timeout=600, check=True, cwd=REPO_ROOT):
-  """The user's command, `python -m qagan_jax.main`, in a process of its own."""
-  result = subprocess.run(
-      [sys.executable, '-m', 'qagan_jax.main', f'--config={DEMO}', *args],
-      cwd=cwd, capture_output=True, text=True, timeout=timeout)
-  if check and result.returncode != 0:
-    raise AssertionError(f'exit {result.returncode}\n{result.stderr[-3000:]}')
-  return result
 
 
 def training_steps(workdir):
@@ -40,34 +28,50 @@ run_command_lines = runs.command_lines
 @pytest.mark.slow
 def test_train_then_sample_and_evaluate_on_the_command_line(tmp_path,
                                                             trained_run):
+  """Train, resume, sample, evaluate and check, each a command line of its
+  own. The suite's tiny run, trained in a test process before
+  (`trained_run`), left its programs in the session's persistent
+  compilation cache: none of these commands compiles anything."""
   del trained_run   # asked for so that its programs are compiled by now
   workdir = tmp_path / 'run'
   # the suite's tiny run; its evaluations during training are tested in
   # process (tests/test_loop.py), the evaluate mode here; stopping and
-  # resuming on the command line in tests/test_distributed.py
+  # resuming with several processes in tests/test_distributed.py
   tiny = [f'--workdir={workdir}', *runs.tiny_flags(eval__train_metrics=())]
-  result = qagan(*tiny)
-  assert 'Done: 6 iterations' in result.stderr
+  checkdir = tmp_path / 'check'
+  names = ('stopped', 'resumed', 'finished', 'sampled', 'evaluated', 'checked')
+  commands = [tiny + ['--stop_after=3'], tiny, tiny,
+              tiny + ['--mode=sample', '--num_samples=16'],
+              tiny + ['--mode=evaluate', '--num_samples=64'],
+              # the preflight check, with the evaluations during training
+              [f'--workdir={checkdir}', *runs.tiny_flags(), '--mode=check']]
+  stopped, resumed, finished, sampled, evaluated, checked = run_command_lines(
+      [{'argv': [f'--config={DEMO}', *argv],
+        'compilations': str(tmp_path / f'{name}.json')}
+       for name, argv in zip(names, commands)], tmp_path)
+  for name, (status, _, stderr) in zip(names, (stopped, resumed, finished,
+                                              sampled, evaluated, checked)):
+    assert status == 0, (name, stderr[-3000:])
+    counts = json.loads((tmp_path / f'{name}.json').read_text())
+    assert counts['requests'] == counts['hits'], (name, counts)
+  assert 'stop_after: stopped at step 3' in stopped[2]
+  assert 'Resuming from the checkpoint of step 3' in resumed[2]
+  for stderr in (resumed[2], finished[2]):
+    assert 'Done: 6 iterations' in stderr
+  # a finished run says so without compiling its step (a few small
+  # programs read its checkpoint)
+  requests = {name: json.loads((tmp_path / f'{name}.json').read_text())[
+      'requests'] for name in names}
+  assert requests['finished'] < requests['resumed'] / 2, requests
+  assert requests['stopped'] > 10        # every program goes through it
   for name in ('config.json', 'metrics.jsonl', 'loss_curves.png'):
     assert (workdir / name).is_file(), name
-  assert checkpoint_steps(workdir) == [2, 4, 6]
+  assert checkpoint_steps(workdir) == [3, 4, 6]   # the newest 3 kept
   assert list((workdir / 'tensorboard').glob('events.out.tfevents.*'))
-  assert sorted(p.name for p in (workdir / 'samples').iterdir()) == [
-      'step_0000000.png', 'step_0000003.png', 'step_0000006.png']
+  assert sorted(p.name for p in (workdir / 'samples').iterdir()
+                if p.name.startswith('step_')) == [
+                    'step_0000000.png', 'step_0000003.png', 'step_0000006.png']
   assert training_steps(workdir) == [2, 4, 6]
-  # the sample and evaluate modes, through the same main in forked children
-  checkdir = tmp_path / 'check'
-  sampled, evaluated, checked = run_command_lines([
-      {'argv': [f'--config={DEMO}', *tiny, '--mode=sample',
-                '--num_samples=9']},
-      {'argv': [f'--config={DEMO}', *tiny, '--mode=evaluate',
-                '--num_samples=64']},
-      # the preflight check, with the evaluations during training
-      {'argv': [f'--config={DEMO}', f'--workdir={checkdir}',
-                *runs.tiny_flags(), '--mode=check']},
-  ], tmp_path)
-  for status, _, stderr in (sampled, evaluated, checked):
-    assert status == 0, stderr[-3000:]
   found = json.loads(checked[1].strip().splitlines()[-1])   # one JSON line
   assert 'projected run of 6 iterations' in checked[1]
   for key in ('compile_seconds', 'seconds_per_iteration', 'images_per_second',
@@ -91,8 +95,8 @@ def test_train_then_sample_and_evaluate_on_the_command_line(tmp_path,
   assert projection['total_seconds'] == pytest.approx(
       sum(summed), abs=0.05 * (len(summed) + 1) + 1e-9)
   assert sorted(p.name for p in checkdir.iterdir()) == []   # scratch removed
-  assert 'sample_step0000006_seed0_n9.png' in sampled[1]
-  assert (workdir / 'samples' / 'sample_step0000006_seed0_n9.npz').is_file()
+  assert 'sample_step0000006_seed0_n16.png' in sampled[1]
+  assert (workdir / 'samples' / 'sample_step0000006_seed0_n16.npz').is_file()
   report = json.loads((workdir / 'eval' / 'step_0000006.json').read_text())
   assert report['num_samples'] == 64 and 'swd/mean' in report['metrics']
   assert 'niqe_distance' in evaluated[1]

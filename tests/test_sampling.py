@@ -7,7 +7,7 @@ import pytest
 from helpers import numerics
 from qagan_jax import input_pipeline
 from qagan_jax import sampling
-from qagan_jax import train
+from qagan_jax import train_state
 from qagan_jax.evaluation import evaluator as evaluator_lib
 
 
@@ -17,8 +17,8 @@ def test_standing_statistics_once_per_evaluation_and_samples_by_latent(
   `generate`, not per chunk; a sample depends on its latent alone (not on
   the chunk it is generated in), and a one-process share is all of them."""
   config = tiny_run_config()
-  setup = train.build(config)
-  state = train.create_train_state(setup, jax.random.PRNGKey(0))
+  setup = train_state.build(config)
+  state = train_state.create_train_state(setup, jax.random.PRNGKey(0))
   sampler = sampling.Sampler(setup, config.run.standing_stats_samples)
   calls = []
   standing = sampler._standing_stats   # pylint: disable=protected-access

@@ -10,6 +10,7 @@ from helpers import numerics
 from qagan_jax import input_pipeline
 from qagan_jax import quality
 from qagan_jax import train
+from qagan_jax import train_state
 
 # What the NIQE terms make of a reordered sum's rounding in one step, at
 # most: the worst leaf of step 0 measured 0.65 of reordered_sum(40 * 32 *
@@ -18,7 +19,7 @@ NIQE_AMPLIFICATION = 8
 
 
 def tiny_config(method='wgangp', **train_overrides):
-  config = train.default_config()
+  config = train_state.default_config()
   config.model.width = 8
   config.loss.method = method
   config.train.n_critic = 2
@@ -77,7 +78,7 @@ def test_short_training_moves_samples_toward_the_data():
   # between the mean of 64 generated images and the data's mean image.
   steps = 60
   config = tiny_config('ssim', num_iters=steps, learning_rate=3e-3, n_critic=1)
-  setup = train.build(config)
+  setup = train_state.build(config)
   mesh = train.make_mesh()
   step = train.make_train_step(setup, mesh, batch_size=16,
                                generator_batch_size=16)
@@ -95,7 +96,7 @@ def test_short_training_moves_samples_toward_the_data():
     samples = np.asarray(generate(state))
     return float(np.sqrt(np.mean((samples.mean(axis=0) - mean_image)**2)))
 
-  state = train.create_train_state(setup, jax.random.key_data(
+  state = train_state.create_train_state(setup, jax.random.key_data(
       jax.random.key(0)))
   before = distance(state)
   for _ in range(steps):
@@ -110,7 +111,7 @@ def test_short_training_moves_samples_toward_the_data():
 
 def test_learning_rate_decays_linearly_to_zero_by_iteration():
   config = tiny_config(num_iters=100, n_critic=5, learning_rate=2e-4)
-  gen, critic = train.learning_rate_schedules(config.train)
+  gen, critic = train_state.learning_rate_schedules(config.train)
   np.testing.assert_allclose([gen(0), gen(50), gen(100), gen(150)],
                              [2e-4, 1e-4, 0, 0], atol=1e-12)
   # the critic steps 5 times per iteration; all share the iteration's rate
@@ -119,8 +120,8 @@ def test_learning_rate_decays_linearly_to_zero_by_iteration():
 
 
 def test_state_is_a_pytree_that_orbax_saves(tmp_path):
-  setup = train.build(tiny_config('niqe'))
-  state = train.create_train_state(setup, jax.random.PRNGKey(0),
+  setup = train_state.build(tiny_config('niqe'))
+  state = train_state.create_train_state(setup, jax.random.PRNGKey(0),
                                    quality.PristineModel.standard())
   assert int(state.pristine_count) == 1
   np.testing.assert_allclose(state.pristine.mean,
@@ -132,43 +133,43 @@ def test_state_is_a_pytree_that_orbax_saves(tmp_path):
   for a, b in zip(jax.tree_util.tree_leaves(state),
                   jax.tree_util.tree_leaves(restored)):
     np.testing.assert_array_equal(a, b)
-  assert isinstance(restored, train.TrainState)
+  assert isinstance(restored, train_state.TrainState)
 
 
 def test_initial_pristine_sources(tmp_path):
   config = tiny_config('niqe')
   config.loss.niqe.pristine = 'sobel'
   config.loss.niqe.pristine_batches = 3
-  setup = train.build(config)
+  setup = train_state.build(config)
   rng = np.random.default_rng(1)
   batches = (rng.uniform(-1, 1, (16, 32, 32, 3)).astype(np.float32)
              for _ in range(10))
-  model = train.initial_pristine(config, setup, batches)
+  model = train_state.initial_pristine(config, setup, batches)
   assert model.mean.shape == (36,) and model.cov.shape == (36, 36)
   assert np.all(np.isfinite(model.cov))
   assert np.linalg.eigvalsh(model.cov).min() > -1e-9   # 48 patches, PSD
   model.save(tmp_path / 'pristine.npz')
   config.loss.niqe.pristine = 'file'
   config.loss.niqe.pristine_file = str(tmp_path / 'pristine.npz')
-  loaded = train.initial_pristine(config, train.build(config))
+  loaded = train_state.initial_pristine(config, train_state.build(config))
   np.testing.assert_array_equal(loaded.cov, model.cov)
   config.loss.niqe.pristine_file = ''
   with pytest.raises(ValueError, match='needs loss.niqe.pristine_file'):
-    train.initial_pristine(config, train.build(config))
+    train_state.initial_pristine(config, train_state.build(config))
   config.loss.niqe.pristine = 'critic'
-  assert train.initial_pristine(config, train.build(config)) is None
+  assert train_state.initial_pristine(config, train_state.build(config)) is None
 
 
 def test_setup_errors_are_clear():
   config = tiny_config()
   config.model.dtype = 'float16'
   with pytest.raises(ValueError, match='model.dtype must be one of'):
-    train.build(config)
+    train_state.build(config)
   config = tiny_config('niqe')
   config.loss.niqe.pristine = 'imagenet'
   with pytest.raises(ValueError, match='loss.niqe.pristine must be one of'):
-    train.build(config)
-  setup = train.build(tiny_config())
+    train_state.build(config)
+  setup = train_state.build(tiny_config())
   mesh = train.make_mesh()
   fake_mesh = type('M', (), {'devices': np.empty(3)})()
   with pytest.raises(ValueError, match='not divisible by the 3 devices'):
@@ -191,8 +192,8 @@ def test_unrolled_critic_steps_equal_the_scan_and_bytes_their_floats():
   for loop, real in (('unrolled', input_pipeline.to_unit_range(images)),
                      ('scan', images)):
     config.train.critic_loop = loop
-    setup = train.build(config)
-    state = train.create_train_state(setup, jax.random.PRNGKey(0))
+    setup = train_state.build(config)
+    state = train_state.create_train_state(setup, jax.random.PRNGKey(0))
     step = train.make_train_step(setup, train.make_mesh(), batch_size=4,
                                  generator_batch_size=4)
     loops.append(step.lower(state, real).as_text().count('stablehlo.while'))
@@ -240,5 +241,5 @@ def test_the_critic_loop_follows_the_platform_unless_set():
   config = tiny_config()
   config.train.critic_loop = 'rolled'
   with pytest.raises(ValueError, match="critic_loop must be one of"):
-    train.build(config)
+    train_state.build(config)
 

@@ -1,5 +1,6 @@
 """The accelerator report at tiny sizes: every section writes every key, in JSON and Markdown."""
 
+import importlib.util
 import json
 import math
 import pathlib
@@ -33,13 +34,14 @@ def positive(value) -> bool:
 
 @pytest.mark.slow
 def test_small_report_writes_every_section_and_key(tmp_path):
-  # Two of the nine configs (a full --small run compiles 18 steps, minutes
-  # on a CPU): WGAN-GP and QAGAN-SSIM of one dataset, for the overhead (the
-  # NIQE step is compiled by the critic-loop section).
+  # One of the nine configs (a full --small run compiles 18 steps, minutes
+  # on a CPU; each goes through the same code): QAGAN-SSIM, whose overhead
+  # over WGAN-GP is then not measured (the ratios are computed as
+  # `test_overheads_are_each_methods_step_over_wgangps` checks); the NIQE
+  # step is compiled by the critic-loop section.
   subprocess.run([sys.executable, str(SCRIPT), '--small', '--out',
-                  str(tmp_path), '--configs', 'cifar10_wgangp',
-                  'cifar10_ssim'], check=True, timeout=600,
-                 cwd=SCRIPT.parents[1])
+                  str(tmp_path), '--configs', 'cifar10_ssim'], check=True,
+                 timeout=600, cwd=SCRIPT.parents[1])
   result = json.loads((tmp_path / 'accelerator_report.json').read_text())
   assert set(result) == {'environment', 'configs', 'critic_loop', 'dtype',
                          'evaluation', 'torch', 'device_peak_bytes',
@@ -49,7 +51,7 @@ def test_small_report_writes_every_section_and_key(tmp_path):
                                             'evaluation', 'torch'}
 
   rows = result['configs']['rows']
-  assert [row['config'] for row in rows] == ['cifar10_wgangp', 'cifar10_ssim']
+  assert [row['config'] for row in rows] == ['cifar10_ssim']
   for row in rows:
     assert row['width'] == 4 and row['n_critic'] == 1
     for placement in ('device', 'host'):
@@ -62,12 +64,7 @@ def test_small_report_writes_every_section_and_key(tmp_path):
       # the ratio is of the two times it sits beside
       assert_ratio(figures['e2e_over_step'], figures['e2e_sec_per_iter'],
                    figures['step_sec_per_iter'])
-  overheads = result['configs']['overheads']
-  assert set(overheads) == {'cifar10'}
-  assert set(overheads['cifar10']) == {'ssim_over_wgangp'}
-  assert_ratio(overheads['cifar10']['ssim_over_wgangp'],
-               rows[1]['device']['step_sec_per_iter'],
-               rows[0]['device']['step_sec_per_iter'])
+  assert result['configs']['overheads'] == {}    # no WGAN-GP measured
 
   loops = result['critic_loop']
   assert [r['critic_loop'] for r in loops['rows']] == ['unrolled', 'scan']
@@ -101,6 +98,28 @@ def test_small_report_writes_every_section_and_key(tmp_path):
   assert set(torch) == {'skipped'} or positive(torch['torch_sec_per_iter'])
 
   markdown = (tmp_path / 'accelerator_report.md').read_text()
-  for text in ('cifar10_wgangp', 'cifar10_ssim', 'QAGAN-NIQE / WGAN-GP',
+  for text in ('cifar10_ssim', 'QAGAN-NIQE / WGAN-GP',
                'bfloat16 speed-up', 'score fid', "'auto' on cpu: unrolled"):
     assert text in markdown, text
+
+
+def load_report():
+  sys.path.insert(0, str(SCRIPT.parent))     # as the script runs
+  try:
+    spec = importlib.util.spec_from_file_location('accelerator_report', SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+  finally:
+    sys.path.remove(str(SCRIPT.parent))
+  return module
+
+
+def test_overheads_are_each_methods_step_over_wgangps():
+  report = load_report()
+  rows = [{'config': name, 'device': {'step_sec_per_iter': seconds}}
+          for name, seconds in (('cifar10_wgangp', 0.2), ('cifar10_ssim', 0.25),
+                                ('cifar10_niqe', 0.5), ('stl10_ssim', 0.3),
+                                ('celeba_wgangp', 0.4), ('celeba_niqe', 0.6))]
+  assert report.overheads(rows) == {
+      'cifar10': {'ssim_over_wgangp': 1.25, 'niqe_over_wgangp': 2.5},
+      'celeba': {'niqe_over_wgangp': 1.5}}    # stl10: no WGAN-GP to divide by

@@ -2,12 +2,14 @@
 
     python command_lines.py CASES.json RESULTS.json
 
-CASES.json holds a list of cases, each {"argv": [...]} with optional "cwd"
-and "env" (variables to set). The package is imported once, and no JAX
-backend is started here; each command line then runs in a forked child
-that imports `qagan_jax.main` itself (absl's flags, and the config
-overrides that ml_collections reads from sys.argv, are defined once per
-process) and starts its own backend. Exit status, stdout and stderr go to
+CASES.json holds a list of cases, each {"argv": [...]} with optional "cwd",
+"env" (variables to set) and "compilations" (a file to which the child
+writes how many programs it asked JAX's persistent compilation cache for,
+and how many it found there: {"requests": n, "hits": m}). The package is
+imported once, and no JAX backend is started here; each command line then
+runs in a forked child that imports `qagan_jax.main` itself (absl's flags,
+and the config overrides that ml_collections reads from sys.argv, are
+defined once per process) and starts its own backend. Exit status, stdout and stderr go to
 RESULTS.json as [[status, stdout, stderr], ...], in order: a case may use
 what an earlier one wrote. Used by tests/test_main.py.
 """
@@ -20,10 +22,10 @@ import traceback
 
 # everything qagan_jax.main needs, imported once for all the children
 import matplotlib.pyplot  # pylint: disable=unused-import
-import tensorboardX  # pylint: disable=unused-import
 
 from qagan_jax import config  # pylint: disable=unused-import
 from qagan_jax import loop  # pylint: disable=unused-import
+from qagan_jax import modes  # pylint: disable=unused-import
 
 
 def run_in_child(case) -> tuple[int, str, str]:
@@ -35,6 +37,18 @@ def run_in_child(case) -> tuple[int, str, str]:
       sys.stdout = os.fdopen(1, 'w', buffering=1)
       sys.stderr = os.fdopen(2, 'w', buffering=1)
       status = 0
+      counts = {'requests': 0, 'hits': 0}
+      if case.get('compilations'):
+        from jax import monitoring  # pylint: disable=g-import-not-at-top
+        names = {'/jax/compilation_cache/compile_requests_use_cache':
+                 'requests', '/jax/compilation_cache/cache_hits': 'hits'}
+
+        def count(event, **kwargs):
+          del kwargs
+          if event in names:
+            counts[names[event]] += 1
+
+        monitoring.register_event_listener(count)
       try:
         os.chdir(case.get('cwd') or os.getcwd())
         os.environ.update(case.get('env') or {})
@@ -50,6 +64,9 @@ def run_in_child(case) -> tuple[int, str, str]:
       except BaseException:  # pylint: disable=broad-except
         traceback.print_exc()
         status = 1
+      if case.get('compilations'):
+        with open(case['compilations'], 'w') as out_counts:
+          json.dump(counts, out_counts)
       sys.stdout.flush()
       sys.stderr.flush()
       os._exit(status)

@@ -31,7 +31,7 @@ from helpers import runs  # pylint: disable=g-import-not-at-top,wrong-import-pos
 from helpers import shared_evaluation  # pylint: disable=g-import-not-at-top,wrong-import-position
 from qagan_jax import loop  # pylint: disable=g-import-not-at-top,wrong-import-position
 from qagan_jax import run_lock  # pylint: disable=g-import-not-at-top,wrong-import-position
-from qagan_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from qagan_jax import train_state  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def run_config():
@@ -70,7 +70,7 @@ def main(workdir: str, prefix: str, busy: str) -> None:
 
 def save(state, prefix: str) -> None:
   """This process's copy of `state`, as `<prefix><process>.npz`."""
-  leaves = jax.tree_util.tree_flatten_with_path(train.host_value(state))[0]
+  leaves = jax.tree_util.tree_flatten_with_path(train_state.host_value(state))[0]
   np.savez(f'{prefix}{jax.process_index()}.npz',
            **{jax.tree_util.keystr(path): np.asarray(leaf)
               for path, leaf in leaves})

@@ -19,12 +19,13 @@ from qagan_jax import device_data
 from qagan_jax import losses
 from qagan_jax import quality
 from qagan_jax import train
+from qagan_jax import train_state
 
 STEPS = 2
 
 
 def config():
-  cfg = train.default_config()
+  cfg = train_state.default_config()
   cfg.model.width = 8
   cfg.loss.method = 'niqe'
   cfg.loss.niqe.pristine = 'critic'
@@ -44,9 +45,9 @@ def config():
 
 def run(devices, batches):
   cfg = config()
-  setup = train.build(cfg)
+  setup = train_state.build(cfg)
   mesh = train.make_mesh(devices)
-  state = train.create_train_state(setup, jax.random.PRNGKey(0))
+  state = train_state.create_train_state(setup, jax.random.PRNGKey(0))
   state = jax.device_put(state, jax.sharding.NamedSharding(
       mesh, jax.sharding.PartitionSpec()))
   step = train.make_train_step(setup, mesh, batch_size=40,

@@ -29,7 +29,7 @@ import dataclasses
 import os
 import queue
 import threading
-from typing import Any, Iterator
+from typing import Iterator
 
 from absl import flags
 import grain
@@ -433,11 +433,6 @@ def iter_split_images(data_config, split: str, count: int, *, seed: int = 1,
   for start in range(0, len(indices), chunk):
     yield to_unit_range(np.stack([preprocess.random_map(source[int(i)], rng)
                                   for i in indices[start:start + chunk]]))
-
-
-def batches(loader: grain.DataLoader) -> Iterator[Any]:
-  """The loader's iterator (endless); it has get_state() / set_state()."""
-  return iter(loader)
 
 
 # --- feeding the devices ------------------------------------------------------------

@@ -136,7 +136,8 @@ def ssim_lipschitz_penalty(real, fake, real_scores, fake_scores, *,
 
   The critic is asked to be 1-Lipschitz w.r.t. d_Q, pairing each real image
   with the fake of the same batch index. d_Q is computed on grayscale
-  (BT.601) images in [-1, 1] (data range 2) and does not depend on the critic.
+  (BT.601) images in [-1, 1] (data range 2), as `quality.QAGAN_SSIM` with
+  the window given here, and does not depend on the critic.
 
   Args:
     real, fake: `[B, H, W, 3]` images in [-1, 1].
@@ -145,8 +146,8 @@ def ssim_lipschitz_penalty(real, fake, real_scores, fake_scores, *,
     min_distance: floor on d_Q.
   """
   distance = quality.ssim_distance(
-      quality.rgb_to_grayscale(real), quality.rgb_to_grayscale(fake),
-      data_range=2.0, window_size=window_size, sigma=sigma, padding=padding)
+      real, fake, **(quality.QAGAN_SSIM | {
+          'window_size': window_size, 'sigma': sigma, 'padding': padding}))
   ratio = jnp.abs(real_scores - fake_scores) / jnp.maximum(distance,
                                                            min_distance)
   return jnp.mean((ratio - 1)**2)

@@ -24,19 +24,39 @@ Padding = Literal['valid', 'same', 'edge']
 PADDINGS = ('valid', 'same', 'edge')
 
 
-@functools.lru_cache(maxsize=64)
-def gaussian_window(size: int, sigma: float) -> np.ndarray:
+WindowCenter = Literal['pixel', 'symmetric']
+WINDOW_CENTERS = ('pixel', 'symmetric')
+
+
+def gaussian_window(size: int, sigma: float,
+                    center: WindowCenter = 'pixel') -> np.ndarray:
   """1-D Gaussian window of `size` taps that sums to 1, as float64 numpy.
 
-  Tap i sits at offset i - (size - 1) // 2 from the centre, so an even window
-  has one more tap after the centre than before it (as the 2-D window
-  `mgrid[-size//2 + 1 : size//2 + 1]` of the QAGAN and many TensorFlow SSIM
-  codes, and TensorFlow's 'SAME' padding). Returned read-only.
+  Where the Gaussian's centre falls matters for even sizes only:
+
+  * 'pixel': on a pixel. Tap i sits at offset i - (size - 1) // 2, so an
+    even window has one more tap after the centre than before it, as the
+    2-D window `mgrid[-size//2 + 1 : size//2 + 1]` of the QAGAN training
+    code and many TensorFlow SSIM codes.
+  * 'symmetric': in the middle of the window. Tap i sits at offset
+    i - (size - 1) / 2, between two pixels for even sizes, as
+    `tf.image.ssim` and `dm_pix.ssim`.
+
+  Either way a filter reads (size - 1) // 2 pixels before each output pixel
+  (TensorFlow's 'SAME'). Returned read-only. Options may be Python, NumPy
+  or concrete JAX scalars.
   """
-  size = _checks.positive_int('window size', size)
-  _checks.positive_number('sigma', sigma, allow_traced=False)
-  offsets = np.arange(size, dtype=np.float64) - (size - 1) // 2
-  window = np.exp(-0.5 * (offsets / float(sigma))**2)
+  size = _checks.positive_int('window_size', size)
+  sigma = _checks.positive_number('sigma', sigma)
+  _checks.one_of('window_center', center, WINDOW_CENTERS)
+  return _gaussian_window(size, sigma, center)
+
+
+@functools.lru_cache(maxsize=64)
+def _gaussian_window(size: int, sigma: float, center: str) -> np.ndarray:
+  middle = (size - 1) // 2 if center == 'pixel' else (size - 1) / 2
+  offsets = np.arange(size, dtype=np.float64) - middle
+  window = np.exp(-0.5 * (offsets / sigma)**2)
   window /= window.sum()
   window.setflags(write=False)
   return window

@@ -208,12 +208,15 @@ class PristineModel(NamedTuple):
     """
     rows, masks = [], []
     for image in images:
-      gray = to_matlab_grayscale(image)
-      found = nss.niqe_features(gray, patch_size, constant=constant)
-      sharp = np.asarray(found.sharpness)
-      keep = sharp > sharpness_threshold * sharp.max()
-      rows.append(np.asarray(found.features, np.float64)[keep])
-      masks.append(np.asarray(found.valid)[keep])
+      # MATLAB's steps in float64, as `niqe_score`'s MATLAB mode
+      gray = _matlab_grayscale(image)
+      with jax.enable_x64(True):
+        found = nss.niqe_features(jnp.asarray(gray), patch_size,
+                                  constant=constant, shape_estimate='grid')
+        sharp = np.asarray(found.sharpness)
+        keep = sharp > sharpness_threshold * sharp.max()
+        rows.append(np.asarray(found.features, np.float64)[keep])
+        masks.append(np.asarray(found.valid)[keep])
     if not rows:
       raise ValueError('fit_images needs at least one image.')
     return cls.fit_features(np.concatenate(rows), np.concatenate(masks))
@@ -303,12 +306,28 @@ def to_matlab_grayscale(images) -> jax.Array:
 
 
 def niqe_score(images, model: PristineModel | None = None, *,
-               patch_size: int = 96, exact: bool | None = None) -> jax.Array:
+               patch_size: int = 96, matlab: bool | None = None) -> jax.Array:
   """The NIQE score of images (lower is more natural), as MATLAB's NIQE.
 
   Features of all non-overlapping `patch_size` patches of an image are
   fitted with a multivariate Gaussian and compared with the pristine model by
   `mvg_distance`, as MATLAB's computequality(im, 96, 96, 0, 0, mu, cov).
+
+  Two ways to compute it:
+
+  * MATLAB's (`matlab=True`, and the default for concrete images): the
+    release's steps in float64 on the host's CPU: rgb2gray, MSCN, the shape
+    alpha of each fit from MATLAB's grid 0.2:0.001:10
+    (`nss.shape_from_ratio_grid`), imresize(im, 0.5), nanmean/nancov and
+    the pseudo-inverse. It gives MATLAB's score to ~1e-6 (relative) on every
+    reference image without exactly flat 7x7 windows; where windows are
+    exactly flat (saturated or posterised areas) MATLAB's own result
+    depends on the rounding of its filters, and scores differ by up to
+    0.6% (docs/quality.md).
+  * The differentiable one (`matlab=False`, and what runs under jit, grad
+    or vmap): float32 on the images' devices, alpha the root of
+    rho(alpha) = R (`nss.shape_from_ratio`), the distance through a
+    float32 pseudo-inverse; within ~0.1% of MATLAB on photographs.
 
   Args:
     images: `[..., H, W, C]`, C = 1 or 3, values in [0, 255] as MATLAB's
@@ -316,12 +335,9 @@ def niqe_score(images, model: PristineModel | None = None, *,
       rgb2gray. Each image needs at least 2 patches.
     model: the pristine model; None means the standard NIQE model.
     patch_size: patch side (96 in NIQE).
-    exact: fit the test Gaussian and compute the distance in float64 on the
-      host, as MATLAB does (the features stay float32; they agree with
-      MATLAB's to ~1e-4), rather than in float32 on the device, where the
-      pseudo-inverse of a covariance of condition ~1e5 loses digits.
-      None (the default): exact for concrete images, float32 for traced
-      ones (under jit, grad or vmap), which stays differentiable.
+    matlab: MATLAB's steps in float64 (True) or the differentiable float32
+      path (False); None: MATLAB's for concrete images, float32 for traced
+      ones. True under a trace is refused.
 
   Returns:
     `[...]` scores; NaN for an image holding a NaN or an inf (the other
@@ -332,27 +348,56 @@ def niqe_score(images, model: PristineModel | None = None, *,
   meaningless score. Traced images (under jit) are not checked.
   """
   model = PristineModel.standard() if model is None else model
+  patch_size = _checks.positive_int('patch_size', patch_size)
+  if matlab not in (None, True, False):
+    raise TypeError(f'matlab must be None, True or False, got {matlab!r}.')
+  traced = _checks.is_traced(images)
+  if matlab and traced:
+    raise ValueError('niqe_score(matlab=True) computes in float64 on the host '
+                     'and needs concrete images; under jit, grad or vmap '
+                     'leave matlab to its default (the float32 path).')
+  gray = to_matlab_grayscale(images)       # also checks the images
+  _check_patch_count(gray.shape, patch_size)
   _warn_if_unit_range(images)
-  gray = to_matlab_grayscale(images)
-  h, w = gray.shape[-3], gray.shape[-2]
+  if matlab or (matlab is None and not traced):
+    return jnp.asarray(_matlab_score(images, model, patch_size))
+  found = nss.niqe_features(gray, patch_size)
+  return _score_features(found.features, found.valid,
+                         jnp.asarray(model.mean, found.features.dtype),
+                         jnp.asarray(model.cov, found.features.dtype))
+
+
+def _check_patch_count(shape, patch_size: int) -> None:
+  h, w = shape[-3], shape[-2]
+  if h < patch_size or w < patch_size:
+    raise ValueError(f'images of {h}x{w} pixels are smaller than one '
+                     f'{patch_size}x{patch_size} patch.')
   if h >= patch_size and w >= patch_size and (h // patch_size) * (
       w // patch_size) < 2:
     raise ValueError(
         f'NIQE needs at least 2 patches of {patch_size}x{patch_size} per '
         f'image; images of {h}x{w} hold 1.')
-  found = nss.niqe_features(gray, patch_size)
-  traced = isinstance(found.features, jax.core.Tracer)
-  if exact and traced:
-    raise ValueError('niqe_score(exact=True) computes on the host and needs '
-                     'concrete images; under jit, grad or vmap leave exact '
-                     'to its default (the float32 path).')
-  if exact or (exact is None and not traced):
-    return jnp.asarray(_score_features_float64(
-        np.asarray(found.features), np.asarray(found.valid), model.mean,
-        model.cov))
-  return _score_features(found.features, found.valid,
-                         jnp.asarray(model.mean, found.features.dtype),
-                         jnp.asarray(model.cov, found.features.dtype))
+
+
+def _matlab_grayscale(images) -> np.ndarray:
+  """`to_matlab_grayscale` in float64 with NumPy, as MATLAB's double
+  arithmetic rounds rgb2gray on uint8."""
+  integer = _checks.is_integer_input(images)
+  values = np.asarray(images).astype(np.float64)
+  if values.shape[-1] == 1:
+    return values
+  gray = values @ np.asarray(MATLAB_RGB2GRAY_WEIGHTS)
+  return (np.floor(gray + 0.5) if integer else gray)[..., None]
+
+
+def _matlab_score(images, model: PristineModel, patch_size: int) -> np.ndarray:
+  """The MATLAB-mode score `[...]` of concrete images (see `niqe_score`)."""
+  gray = _matlab_grayscale(images)
+  with jax.enable_x64(True):
+    found = nss.niqe_features(jnp.asarray(gray), patch_size,
+                              shape_estimate='grid')
+    features, valid = np.asarray(found.features), np.asarray(found.valid)
+  return _score_features_float64(features, valid, model.mean, model.cov)
 
 
 def _score_features_float64(features, valid, mean_p, cov_p) -> np.ndarray:

@@ -137,6 +137,46 @@ def _shape_from_ratio_jvp(primals, tangents):
   return alpha, jnp.where(inside, d_ratio / jnp.where(inside, slope, 1), 0)
 
 
+def _matlab_grid():
+  """MATLAB's `gam = 0.2:0.001:10` and `r_gam = gamma(2./gam).^2 ./
+  (gamma(1./gam) .* gamma(3./gam))`, in float64. The colon operator counts
+  from both ends (a + k d in the first half, b - (n - 1 - k) d in the
+  second), so that the last value is 10 exactly."""
+  n = int(round((ALPHA_MAX - ALPHA_MIN) / 0.001)) + 1
+  k = np.arange(n)
+  alpha = np.where(k < n / 2, ALPHA_MIN + k * 0.001,
+                   ALPHA_MAX - (n - 1 - k) * 0.001)
+  gamma = scipy.special.gamma
+  ratio = gamma(2 / alpha)**2 / (gamma(1 / alpha) * gamma(3 / alpha))
+  return alpha, ratio
+
+
+_GRID_ALPHA, _GRID_RATIO = _matlab_grid()
+
+
+def shape_from_ratio_grid(ratio: jax.Array) -> jax.Array:
+  """MATLAB's estimate of alpha from rho(alpha) = ratio, elementwise: the
+  value of the grid 0.2:0.001:10 whose rho is closest to ratio (the first
+  on a tie), as `estimateggdparam` / `estimateaggdparam` choose it. Not
+  differentiable (a step function); meant for float64 (x64), where it picks
+  MATLAB's grid point; `shape_from_ratio` is the smooth version.
+
+  Args:
+    ratio: array of ratios.
+
+  Returns:
+    alpha, same shape and dtype as ratio.
+  """
+  ratio = jnp.asarray(ratio)
+  table = jnp.asarray(_GRID_RATIO, ratio.dtype)     # increasing in alpha
+  upper = jnp.clip(jnp.searchsorted(table, ratio), 1, len(_GRID_RATIO) - 1)
+  lower = upper - 1
+  # argmin of (r_gam - ratio)^2 over the two grid points around ratio
+  pick = jnp.where((table[upper] - ratio)**2 < (table[lower] - ratio)**2,
+                   upper, lower)
+  return jnp.asarray(_GRID_ALPHA, ratio.dtype)[pick]
+
+
 # --- moment fits ------------------------------------------------------------------
 
 
@@ -326,7 +366,10 @@ def mscn(
     Mscn(coefficients, sigma), both `[..., H, W, C]`.
   """
   images = _checks.as_float_images('images', images)
-  _checks.positive_number('constant', constant)
+  if not _checks.is_traced(constant):   # an argument of the program
+    constant = _checks.positive_number('constant', constant)
+  window_size = _checks.positive_int('window_size', window_size)
+  sigma = _checks.positive_number('sigma', sigma)
   if window_size > min(images.shape[-3], images.shape[-2]):
     raise ValueError(f'images of {images.shape[-3]}x{images.shape[-2]} pixels '
                      f'are smaller than the {window_size}x{window_size} window.')
@@ -420,8 +463,11 @@ def _scale_features(fit: AggdParams):
   return jnp.stack(columns, axis=-1), valid
 
 
-@functools.partial(jax.jit, static_argnames=('patch_size',))
-def _niqe_features(images, constant, patch_size):
+SHAPE_ESTIMATES = ('root', 'grid')
+
+
+@functools.partial(jax.jit, static_argnames=('patch_size', 'shape_estimate'))
+def _niqe_features(images, constant, patch_size, shape_estimate):
   # NaN in, NaN out per image: a bad image is computed as zeros (nothing
   # non-finite reaches the fits, or the other images' gradients) and its
   # features and sharpness are NaN afterwards, and its `valid` all True, so
@@ -433,9 +479,9 @@ def _niqe_features(images, constant, patch_size):
   scale2 = mscn(half, constant=constant)
   moments1 = _scale_moments(scale1.coefficients[..., 0], patch_size)
   moments2 = _scale_moments(scale2.coefficients[..., 0], patch_size // 2)
-  # One solve for all ten fits keeps a single copy of the Newton iterations
-  # (gammaln / digamma) in the compiled program.
-  alpha = shape_from_ratio(jnp.stack([moments1.ratio, moments2.ratio]))
+  # One solve for all ten fits keeps a single copy of it in the program.
+  solve = shape_from_ratio if shape_estimate == 'root' else shape_from_ratio_grid
+  alpha = solve(jnp.stack([moments1.ratio, moments2.ratio]))
   f1, v1 = _scale_features(_aggd_params(moments1, alpha[0]))
   f2, v2 = _scale_features(_aggd_params(moments2, alpha[1]))
   sharpness = jnp.mean(_patches(scale1.sigma[..., 0], patch_size),
@@ -452,6 +498,7 @@ def niqe_features(
     patch_size: int = 96,
     *,
     constant: float = 1.0,
+    shape_estimate: str = 'root',
 ) -> NiqeFeatures:
   """NIQE's 36 features of every non-overlapping patch of grayscale images.
 
@@ -467,6 +514,11 @@ def niqe_features(
       standard constant), H and W at least `patch_size`.
     patch_size: patch side at scale 1 (96 in NIQE); even, >= 14.
     constant: MSCN constant C (see `mscn`).
+    shape_estimate: how the fits' shape alpha is found: 'root', the root of
+      rho(alpha) = R (`shape_from_ratio`: smooth, differentiable, within the
+      grid's half step of MATLAB's); 'grid', MATLAB's grid search
+      (`shape_from_ratio_grid`: MATLAB's value exactly in float64, not
+      differentiable).
 
   Returns:
     NiqeFeatures: features and valid `[..., N, 36]`, sharpness `[..., N]`,
@@ -486,5 +538,6 @@ def niqe_features(
   if h < patch_size or w < patch_size:
     raise ValueError(f'images of {h}x{w} pixels are smaller than one '
                      f'{patch_size}x{patch_size} patch.')
+  _checks.one_of('shape_estimate', shape_estimate, SHAPE_ESTIMATES)
   crop = images[..., :h - h % patch_size, :w - w % patch_size, :]
-  return _niqe_features(crop, constant, patch_size)
+  return _niqe_features(crop, constant, patch_size, shape_estimate)

@@ -1,19 +1,5 @@
 """SSIM and the SSIM-derived image metric d_Q, in pure jax.numpy.
 
-Conventions, shared by all of `qagan_jax.quality`:
-  * images are channels-last arrays `[..., H, W, C]`; grayscale is `C = 1`;
-    leading (batch) dimensions are preserved in every result;
-  * `data_range` is the width of the value range (1 for [0, 1], 2 for
-    [-1, 1], 255 for uint8). It sets the stabilising constants, so it has no
-    default: a wrong range silently changes every score;
-  * colour images are compared channel by channel and averaged over channels
-    (as scikit-image's `structural_similarity(..., channel_axis=-1)`); use
-    `rgb_to_grayscale` first for the grayscale path of the QAGAN paper;
-  * NaN in, NaN out: an image pair in which either image holds a NaN or an
-    inf gets NaN results (the whole map for per-pixel outputs), under jit,
-    vmap and grad; the other pairs of the batch keep their exact values, and
-    the bad pair's gradient is zero rather than NaN.
-
 With Gaussian-weighted local means mu, variances sigma^2 and covariance
 sigma_xy (population normalisation, as Wang et al. 2004):
 
@@ -22,14 +8,37 @@ sigma_xy (population normalisation, as Wang et al. 2004):
   SSIM = mean(L * CS),  d_Q = sqrt(2 - L - CS)
   C1 = (k1 * data_range)^2,  C2 = (k2 * data_range)^2.
 
-d_Q is a true metric (Brunet, Vrscay & Wang 2011), 0 <= d_Q <= sqrt(2). It is
-computed here as sqrt((1 - L) + (1 - CS)) with
+Both terms are computed as 1 minus their gap,
 
   1 - L  = (mu_x - mu_y)^2 / (mu_x^2 + mu_y^2 + C1)
   1 - CS = var(x - y) / (sigma_x^2 + sigma_y^2 + C2),
 
-which is exactly 0 for identical windows instead of a difference of nearly
-equal float32 numbers, and its square root has a zero (sub)gradient there.
+whose numerators are bounded by what they are bounded by in exact
+arithmetic, (mu_x - mu_y)^2 <= 2 (mu_x^2 + mu_y^2) and 0 <= var(x - y) <=
+2 (sigma_x^2 + sigma_y^2) (that is, |sigma_xy| is bounded by the variances),
+so that float rounding can never take L or CS out of (-1, 1]: an image with
+itself has gaps of exactly 0, L = CS = SSIM = 1 and d_Q = 0 (with a zero
+subgradient there), and wherever the bounds do not bind (every pair of
+different images in practice) the values and gradients are those of the
+formulas above.
+
+Ranges. L, CS and SSIM lie in (-1, 1]. d_Q lies in [0, 2): each gap is
+below 2. Where both images' local means are >= 0 (images in [0, 1] or
+[0, 255]) L > 0, so d_Q < sqrt(3); the sqrt(2) often quoted is its value at
+L = CS = 0, not a bound (1.92 is reached by images in [-1, 1]). d_Q is a
+true metric (Brunet, Vrscay & Wang 2011): zero only for identical images,
+symmetric, and it satisfies the triangle inequality.
+
+Conventions: images, dtypes and options as the package docstring says
+(`qagan_jax.quality`); colour images are compared channel by channel and
+averaged over channels (as scikit-image with `channel_axis=-1`), or by
+their BT.601 luma with `grayscale=True` (as the QAGAN code); the Gaussian
+of an even window is centred on a pixel ('pixel', the QAGAN code) or
+between two ('symmetric', tf.image.ssim and dm-pix): `window_center`.
+`QAGAN_SSIM` holds the paper's settings. NaN in, NaN out: an image pair in
+which either image holds a NaN or an inf gets NaN results (the whole map
+for per-pixel outputs), under jit, vmap and grad; the other pairs of the
+batch keep their exact values, and the bad pair's gradient is zero.
 """
 
 from __future__ import annotations
@@ -41,9 +50,17 @@ import jax
 import jax.numpy as jnp
 
 from qagan_jax.quality import _checks
+from qagan_jax.quality import color
 from qagan_jax.quality import filters
 
 Reduction = Literal['mean', 'rms', 'none']
+
+# d_Q as the QAGAN training code computes it for its penalty: grayscale
+# (BT.601 luma) images in [-1, 1], an 8-tap Gaussian of sigma 1.5 centred on
+# a pixel, zero padding. `ssim_distance(x, y, **QAGAN_SSIM)` for RGB x, y in
+# [-1, 1].
+QAGAN_SSIM = {'data_range': 2.0, 'window_size': 8, 'sigma': 1.5,
+              'padding': 'same', 'window_center': 'pixel', 'grayscale': True}
 
 
 class SsimTerms(NamedTuple):
@@ -54,30 +71,10 @@ class SsimTerms(NamedTuple):
   contrast_structure_gap: jax.Array  # 1 - CS, likewise
 
 
-def _checked_images(x, y, *, data_range, window_size, sigma, k1, k2, padding):
-  """Checks images and options (on static values), returns float images."""
-  x = _checks.as_float_images('x', x)
-  y = _checks.as_float_images('y', y)
-  _checks.same_shape('x', x, 'y', y)
-  dtype = jnp.promote_types(x.dtype, y.dtype)
-  x, y = x.astype(dtype), y.astype(dtype)
-  _checks.positive_number('data_range', data_range)
-  _checks.positive_number('k1', k1, allow_traced=False)
-  _checks.positive_number('k2', k2, allow_traced=False)
-  _checks.one_of('padding', padding, filters.PADDINGS)
-  filters.gaussian_window(window_size, sigma)  # checks size and sigma
-  h, w = x.shape[-3], x.shape[-2]
-  if window_size > min(h, w):
-    raise ValueError(
-        f'the SSIM window ({window_size}x{window_size}) is larger than the '
-        f'images ({h}x{w}); pass a smaller window_size.')
-  return x, y
-
-
 def _ssim_terms(x, y, data_range, *, window_size, sigma, k1, k2, padding,
-                precision) -> SsimTerms:
+                window_center, precision) -> SsimTerms:
   """Per-pixel SSIM terms of checked float images."""
-  window = filters.gaussian_window(window_size, sigma)
+  window = filters.gaussian_window(window_size, sigma, window_center)
   h, w = x.shape[-3], x.shape[-2]
   dtype = x.dtype
 
@@ -91,8 +88,8 @@ def _ssim_terms(x, y, data_range, *, window_size, sigma, k1, k2, padding,
   cy = jax.lax.stop_gradient(jnp.mean(y, axis=(-3, -2), keepdims=True))
   xc, yc = x - cx, y - cy
   s, d = xc + yc, xc - yc
-  # Four filtered maps suffice: sigma_x^2 + sigma_y^2 and sigma_xy follow
-  # from E[s^2] and E[d^2] by polarisation, and var(x - y) from E[d^2].
+  # Four filtered maps suffice: sigma_x^2 + sigma_y^2 follows from E[s^2]
+  # and E[d^2] by polarisation, and var(x - y) from E[d^2].
   stacked = jnp.concatenate([xc, yc, s * s, d * d], axis=-1)
   f = filters.separable_filter(stacked, window, padding=padding,
                                precision=precision)
@@ -100,13 +97,11 @@ def _ssim_terms(x, y, data_range, *, window_size, sigma, k1, k2, padding,
   mu_xc, mu_yc, e_ss, e_dd = (f[..., i * n:(i + 1) * n] for i in range(4))
 
   var_sum = 0.5 * (e_ss + e_dd) - mu_xc**2 - mu_yc**2    # sigma_x^2 + sigma_y^2
-  cov2 = 0.5 * (e_ss - e_dd) - 2 * mu_xc * mu_yc         # 2 sigma_xy
   var_diff = e_dd - (mu_xc - mu_yc)**2                   # var(x - y)
   if padding == 'same':
     r = jnp.asarray(filters.filter_row_sums((h, w), window, padding), dtype)
     dc = cx - cy
     var_sum += (1 - r) * (2 * (cx * mu_xc + cy * mu_yc) + (cx**2 + cy**2) * r)
-    cov2 += (1 - r) * (2 * (cy * mu_xc + cx * mu_yc) + 2 * cx * cy * r)
     var_diff += (1 - r) * (2 * dc * (mu_xc - mu_yc) + dc**2 * r)
   else:
     r = 1
@@ -115,13 +110,21 @@ def _ssim_terms(x, y, data_range, *, window_size, sigma, k1, k2, padding,
 
   c1 = (k1 * data_range)**2
   c2 = (k2 * data_range)**2
-  lum_den = mu_x**2 + mu_y**2 + c1
-  cs_den = var_sum + c2
+  mean_squares = mu_x**2 + mu_y**2
+  var_sum = jnp.maximum(var_sum, 0)
+  # the exact-arithmetic bounds of the numerators (module docstring)
+  luminance_gap = jnp.minimum(mu_diff**2, 2 * mean_squares) / (
+      mean_squares + c1)
+  # minimum(maximum()) rather than jnp.clip: XLA:CPU (jaxlib 0.10) computes
+  # lax.clamp's gradient wrongly when compiled alone at -O0 with its classic
+  # emitters (the suite's fast compile flags, tests/conftest.py)
+  structure_gap = jnp.minimum(jnp.maximum(var_diff, 0), 2 * var_sum) / (
+      var_sum + c2)
   return SsimTerms(
-      luminance=(2 * mu_x * mu_y + c1) / lum_den,
-      contrast_structure=(cov2 + c2) / cs_den,
-      luminance_gap=mu_diff**2 / lum_den,
-      contrast_structure_gap=jnp.maximum(var_diff, 0) / cs_den,
+      luminance=1 - luminance_gap,
+      contrast_structure=1 - structure_gap,
+      luminance_gap=luminance_gap,
+      contrast_structure_gap=structure_gap,
   )
 
 
@@ -145,9 +148,15 @@ def _as_nan_where(bad: jax.Array, values: jax.Array) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=(
-    'output', 'window_size', 'sigma', 'k1', 'k2', 'padding', 'precision'))
-def _compute(x, y, data_range, *, output, **options):
+    'output', 'window_size', 'sigma', 'k1', 'k2', 'padding', 'window_center',
+    'grayscale', 'precision', 'checked_under_jit'))
+def _compute(x, y, data_range, *, output, grayscale, checked_under_jit,
+             **options):
   """One compiled kernel per output kind and option set (cached by jit)."""
+  if checked_under_jit:
+    _checks.check_value_range_traced((x, y), data_range, output_name(output))
+  if grayscale:
+    x, y = color.rgb_to_grayscale(x), color.rgb_to_grayscale(y)
   # NaN in, NaN out, per image: a bad image is replaced by zeros for the
   # computation (so nothing non-finite reaches the others' values or
   # gradients) and its results are NaN; without this, NaN would compare
@@ -173,10 +182,52 @@ def _compute(x, y, data_range, *, output, **options):
   return _as_nan_where(bad, result)
 
 
-def _run(x, y, *, output, data_range, **options):
-  x, y = _checked_images(x, y, data_range=data_range, **{
-      k: v for k, v in options.items() if k != 'precision'})
-  return _compute(x, y, data_range, output=output, **options)
+def output_name(output: str) -> str:
+  """The public function that computes `output`, for messages."""
+  return {'components': 'ssim_components', 'ssim': 'ssim'}.get(
+      output, 'ssim_distance')
+
+
+def _run(x, y, *, output, data_range, window_size, sigma, k1, k2, padding,
+         window_center, grayscale, check_range, precision):
+  """Checks images and options (as the package docstring says), then
+  computes `output`."""
+  function = output_name(output)
+  integer_input = _checks.is_integer_input(x) or _checks.is_integer_input(y)
+  x = _checks.as_float_images('x', x)
+  y = _checks.as_float_images('y', y)
+  _checks.same_shape('x', x, 'y', y)
+  dtype = jnp.promote_types(x.dtype, y.dtype)
+  x, y = x.astype(dtype), y.astype(dtype)
+  data_range = _checks.data_range(data_range)
+  options = {'window_size': _checks.positive_int('window_size', window_size),
+             'sigma': _checks.positive_number('sigma', sigma),
+             'k1': _checks.positive_number('k1', k1),
+             'k2': _checks.positive_number('k2', k2),
+             'padding': padding, 'window_center': window_center,
+             'precision': precision}
+  _checks.one_of('padding', padding, filters.PADDINGS)
+  _checks.one_of('window_center', window_center, filters.WINDOW_CENTERS)
+  if check_range not in (None, True, False):
+    raise TypeError(f'check_range must be None, True or False, got '
+                    f'{check_range!r}.')
+  if not isinstance(grayscale, bool):
+    raise TypeError(f'grayscale must be True or False, got {grayscale!r}.')
+  if grayscale and x.shape[-1] != 3:
+    raise ValueError(f'grayscale=True compares the luma of RGB images '
+                     f'[..., H, W, 3]; got shape {x.shape}.')
+  h, w = x.shape[-3], x.shape[-2]
+  if options['window_size'] > min(h, w):
+    raise ValueError(
+        f'the SSIM window (window_size={options["window_size"]}) is larger '
+        f'than the images ({h}x{w}); pass a smaller window_size.')
+  traced = _checks.is_traced(x) or _checks.is_traced(y) or _checks.is_traced(
+      data_range)
+  if check_range is not False and not traced:
+    _checks.check_value_range((x, y), data_range,
+                              integer_input=integer_input, function=function)
+  return _compute(x, y, data_range, output=output, grayscale=grayscale,
+                  checked_under_jit=bool(check_range) and traced, **options)
 
 
 def ssim_components(
@@ -189,16 +240,21 @@ def ssim_components(
     k1: float = 0.01,
     k2: float = 0.03,
     padding: filters.Padding = 'valid',
+    window_center: filters.WindowCenter = 'pixel',
+    grayscale: bool = False,
+    check_range: bool | None = None,
     precision=jax.lax.Precision.HIGHEST,
 ) -> tuple[jax.Array, jax.Array]:
   """Per-pixel luminance L and contrast-structure CS maps of SSIM.
 
   Args:
-    x: `[..., H, W, C]` images (C = 1 for grayscale), float or integer
-      (integers are converted to float32, values unchanged).
+    x: `[..., H, W, C]` images (C = 1 for grayscale), of any real dtype
+      (integers keep their values).
     y: images of the same shape as `x`.
-    data_range: width of the value range of the images (2 for [-1, 1], 1
-      for [0, 1], 255 for uint8 values); must be > 0.
+    data_range: width of the range the values can take (2 for [-1, 1], 1
+      for [0, 1], 255 for 8-bit images); must be > 0. It sets C1 and C2, so
+      it has no default. Concrete images spanning more than it are an error
+      (`check_range`).
     window_size: taps of the Gaussian window (11 in Wang et al. 2004; 8 in
       the QAGAN training code).
     sigma: standard deviation of the Gaussian window, in pixels.
@@ -207,16 +263,29 @@ def ssim_components(
     padding: 'valid' keeps pixels whose window lies inside the image (the
       reference SSIM, as scikit-image); 'same' pads with zeros and keeps the
       image size (as the QAGAN TensorFlow code); 'edge' repeats border pixels.
+    window_center: for even window sizes, the Gaussian centred on a pixel
+      ('pixel': one more tap after the centre than before, as the QAGAN
+      code's `mgrid`) or in the middle of the window ('symmetric', as
+      tf.image.ssim and dm-pix); the same window for odd sizes
+      (`filters.gaussian_window`).
+    grayscale: compare the BT.601 luma of RGB images (`rgb_to_grayscale`,
+      as the QAGAN code) instead of each channel.
+    check_range: compare the images' values with data_range. None (the
+      default): for concrete images, not under jit (no cost there); True:
+      also under jit, as a `jax.experimental.checkify` check (effective when
+      the caller is wrapped in `checkify.checkify`); False: never.
     precision: matmul precision of the local filters.
 
   Returns:
-    `(L, CS)`, each `[..., H', W', C]` with H' = H - window_size + 1 for
-    'valid' and H' = H otherwise (W' likewise); NaN maps for image pairs
-    holding a NaN or an inf.
+    `(L, CS)`, each `[..., H', W', C]` (C = 1 with `grayscale`) with
+    H' = H - window_size + 1 for 'valid' and H' = H otherwise (W' likewise);
+    values in (-1, 1]; NaN maps for image pairs holding a NaN or an inf.
   """
   return _run(x, y, output='components', data_range=data_range,
               window_size=window_size, sigma=sigma, k1=k1, k2=k2,
-              padding=padding, precision=precision)
+              padding=padding, window_center=window_center,
+              grayscale=grayscale, check_range=check_range,
+              precision=precision)
 
 
 def ssim(
@@ -229,6 +298,9 @@ def ssim(
     k1: float = 0.01,
     k2: float = 0.03,
     padding: filters.Padding = 'valid',
+    window_center: filters.WindowCenter = 'pixel',
+    grayscale: bool = False,
+    check_range: bool | None = None,
     precision=jax.lax.Precision.HIGHEST,
 ) -> jax.Array:
   """Mean structural similarity (Wang et al. 2004) of image pairs.
@@ -237,19 +309,24 @@ def ssim(
   with `gaussian_weights=True, sigma=1.5, use_sample_covariance=False`
   (11x11 window, 'valid' borders); colour images give the mean over channels
   of the per-channel SSIM, as scikit-image with `channel_axis=-1`.
+  `window_center='symmetric'` with an even `window_size` gives tf.image.ssim
+  and dm-pix's window; docs/quality.md has the call that reproduces each
+  library.
 
   Args:
     x, y: `[..., H, W, C]` images of the same shape.
-    data_range, window_size, sigma, k1, k2, padding, precision: as in
-      `ssim_components`.
+    data_range, window_size, sigma, k1, k2, padding, window_center,
+      grayscale, check_range, precision: as in `ssim_components`.
 
   Returns:
-    `[...]`: the SSIM of each image pair, in [-1, 1] (1 for identical images;
-    NaN for a pair holding a NaN or an inf).
+    `[...]`: the SSIM of each image pair, in (-1, 1] (exactly 1 for an image
+    with itself; NaN for a pair holding a NaN or an inf).
   """
   return _run(x, y, output='ssim', data_range=data_range,
               window_size=window_size, sigma=sigma, k1=k1, k2=k2,
-              padding=padding, precision=precision)
+              padding=padding, window_center=window_center,
+              grayscale=grayscale, check_range=check_range,
+              precision=precision)
 
 
 def ssim_distance(
@@ -262,28 +339,33 @@ def ssim_distance(
     k1: float = 0.01,
     k2: float = 0.03,
     padding: filters.Padding = 'valid',
+    window_center: filters.WindowCenter = 'pixel',
+    grayscale: bool = False,
     reduction: Reduction = 'mean',
+    check_range: bool | None = None,
     precision=jax.lax.Precision.HIGHEST,
 ) -> jax.Array:
   """The SSIM-derived metric d_Q = sqrt(2 - L - CS) between image pairs.
 
-  d_Q (Brunet, Vrscay & Wang 2011) is a true metric: zero only for identical
-  images, symmetric, and it satisfies the triangle inequality; it lies in
-  [0, sqrt(2)]. QAGAN-SSIM asks the critic to be 1-Lipschitz with respect to
-  it. Differentiable everywhere it is smooth, with finite gradients
-  everywhere (a zero subgradient where x == y).
+  d_Q (Brunet, Vrscay & Wang 2011) is a true metric: zero only for
+  identical images, symmetric, and it satisfies the triangle inequality.
+  QAGAN-SSIM asks the critic to be 1-Lipschitz
+  with respect to it: `ssim_distance(x, y, **QAGAN_SSIM)` is the paper's
+  (RGB images in [-1, 1], their BT.601 luma, an 8-tap Gaussian of sigma
+  1.5 centred on a pixel, zero padding). Its values lie in [0, 2), and in
+  [0, sqrt(3)) where local means are >= 0 (module docstring).
+  Differentiable everywhere it is smooth, with finite gradients everywhere
+  (a zero subgradient where x == y).
 
   Args:
     x, y: `[..., H, W, C]` images of the same shape (C = 1 for grayscale;
-      colour images are compared per channel).
-    data_range, window_size, sigma, k1, k2, padding, precision: as in
-      `ssim_components`. The QAGAN training code used grayscale images in
-      [-1, 1] (`data_range=2`) with `window_size=8, sigma=1.5,
-      padding='same'`.
+      colour images are compared per channel unless `grayscale`).
+    data_range, window_size, sigma, k1, k2, padding, window_center,
+      grayscale, check_range, precision: as in `ssim_components`.
     reduction: 'mean' averages the per-pixel map sqrt(2 - L - CS) over pixels
       and channels (the QAGAN authors' choice); 'rms' returns
       sqrt(2 - mean(L) - mean(CS)), which is the root mean square of that map;
-      'none' returns the map itself. Both reductions are metrics.
+      'none' returns the map itself.
 
   Returns:
     `[...]` distances, or the `[..., H', W', C]` map for reduction='none';
@@ -296,7 +378,7 @@ def ssim_distance(
     >>> ssim_distance(x, x, data_range=2.0)
     Array([0., 0., 0., 0.], dtype=float32)
     >>> d = ssim_distance(x, jnp.clip(x + 0.1, -1, 1), data_range=2.0)
-    >>> bool(jnp.all((d > 0) & (d < jnp.sqrt(2.0))))
+    >>> bool(jnp.all((d > 0) & (d < 2)))
     True
     >>> g = jax.grad(lambda y: ssim_distance(x, y, data_range=2.0).sum())(x)
     >>> bool(jnp.all(jnp.isfinite(g)))
@@ -305,4 +387,6 @@ def ssim_distance(
   _checks.one_of('reduction', reduction, ('mean', 'rms', 'none'))
   return _run(x, y, output=reduction, data_range=data_range,
               window_size=window_size, sigma=sigma, k1=k1, k2=k2,
-              padding=padding, precision=precision)
+              padding=padding, window_center=window_center,
+              grayscale=grayscale, check_range=check_range,
+              precision=precision)

@@ -8,19 +8,20 @@ sigma_xy (population normalisation, as Wang et al. 2004):
   SSIM = mean(L * CS),  d_Q = sqrt(2 - L - CS)
   C1 = (k1 * data_range)^2,  C2 = (k2 * data_range)^2.
 
-Both terms are computed as 1 minus their gap,
+Both terms are computed from a sum and a difference,
 
-  1 - L  = (mu_x - mu_y)^2 / (mu_x^2 + mu_y^2 + C1)
-  1 - CS = var(x - y) / (sigma_x^2 + sigma_y^2 + C2),
+  L  = ((mu_x + mu_y)^2 - (mu_x - mu_y)^2) / 2 + C1) / (mu_x^2 + mu_y^2 + C1)
+  CS = ((var(x + y) - var(x - y)) / 2 + C2) / (sigma_x^2 + sigma_y^2 + C2),
 
-whose numerators are bounded by what they are bounded by in exact
-arithmetic, (mu_x - mu_y)^2 <= 2 (mu_x^2 + mu_y^2) and 0 <= var(x - y) <=
-2 (sigma_x^2 + sigma_y^2) (that is, |sigma_xy| is bounded by the variances),
-so that float rounding can never take L or CS out of (-1, 1]: an image with
-itself has gaps of exactly 0, L = CS = SSIM = 1 and d_Q = 0 (with a zero
-subgradient there), and wherever the bounds do not bind (every pair of
-different images in practice) the values and gradients are those of the
-formulas above.
+with mu_x^2 + mu_y^2 and sigma_x^2 + sigma_y^2 the half sums of the
+squares and variances, and var(x + y), var(x - y) >= 0 (which bounds the
+covariance, |sigma_xy| <= (sigma_x^2 + sigma_y^2) / 2), so that float
+rounding can never take L or CS out of (-1, 1]; each is evaluated in the
+form that keeps full relative precision where it lies (`_bounded_ratio`).
+The gaps 1 - L = (mu_x - mu_y)^2 / (...) and 1 - CS = var(x - y) / (...)
+make d_Q. An image with itself has gaps of exactly 0, L = CS = SSIM = 1 and
+d_Q = 0 (with a zero subgradient there); for different images the values
+and gradients are those of the formulas above.
 
 Ranges. L, CS and SSIM lie in (-1, 1]. d_Q lies in [0, 2): each gap is
 below 2. Where both images' local means are >= 0 (images in [0, 1] or
@@ -84,8 +85,11 @@ def _ssim_terms(x, y, data_range, *, window_size, sigma, k1, k2, padding,
   # images, or a constant x - y). Only 'same' padding (zeros outside) breaks
   # the invariance, and the (1 - r) terms below restore it exactly. The result
   # does not depend on the centres, so they need no gradient.
-  cx = jax.lax.stop_gradient(jnp.mean(x, axis=(-3, -2), keepdims=True))
-  cy = jax.lax.stop_gradient(jnp.mean(y, axis=(-3, -2), keepdims=True))
+  # Both images go through one reduction (stacked), so that equal images get
+  # bit-equal centres whatever the compiler fuses.
+  centres = jax.lax.stop_gradient(jnp.mean(jnp.stack([x, y]), axis=(-3, -2),
+                                           keepdims=True))
+  cx, cy = centres[0], centres[1]
   xc, yc = x - cx, y - cy
   s, d = xc + yc, xc - yc
   # Four filtered maps suffice: sigma_x^2 + sigma_y^2 follows from E[s^2]
@@ -96,36 +100,49 @@ def _ssim_terms(x, y, data_range, *, window_size, sigma, k1, k2, padding,
   n = x.shape[-1]
   mu_xc, mu_yc, e_ss, e_dd = (f[..., i * n:(i + 1) * n] for i in range(4))
 
-  var_sum = 0.5 * (e_ss + e_dd) - mu_xc**2 - mu_yc**2    # sigma_x^2 + sigma_y^2
-  var_diff = e_dd - (mu_xc - mu_yc)**2                   # var(x - y)
+  # var(x + y) and var(x - y): both >= 0, which bounds the covariance,
+  # |2 sigma_xy| <= sigma_x^2 + sigma_y^2 (their half sum, by polarisation)
+  mu_sc, mu_dc = mu_xc + mu_yc, mu_xc - mu_yc
+  var_plus = e_ss - mu_sc**2
+  var_minus = e_dd - mu_dc**2
   if padding == 'same':
     r = jnp.asarray(filters.filter_row_sums((h, w), window, padding), dtype)
-    dc = cx - cy
-    var_sum += (1 - r) * (2 * (cx * mu_xc + cy * mu_yc) + (cx**2 + cy**2) * r)
-    var_diff += (1 - r) * (2 * dc * (mu_xc - mu_yc) + dc**2 * r)
+    sc, dc = cx + cy, cx - cy
+    var_plus += (1 - r) * (2 * sc * mu_sc + sc**2 * r)
+    var_minus += (1 - r) * (2 * dc * mu_dc + dc**2 * r)
   else:
     r = 1
-  mu_x, mu_y = mu_xc + cx * r, mu_yc + cy * r
-  mu_diff = (mu_xc - mu_yc) + (cx - cy) * r              # exactly 0 if x == y
-
+  mu_sum = mu_sc + (cx + cy) * r                          # mu_x + mu_y
+  mu_diff = mu_dc + (cx - cy) * r                         # exactly 0 if x == y
   c1 = (k1 * data_range)**2
   c2 = (k2 * data_range)**2
-  mean_squares = mu_x**2 + mu_y**2
-  var_sum = jnp.maximum(var_sum, 0)
-  # the exact-arithmetic bounds of the numerators (module docstring)
-  luminance_gap = jnp.minimum(mu_diff**2, 2 * mean_squares) / (
-      mean_squares + c1)
-  # minimum(maximum()) rather than jnp.clip: XLA:CPU (jaxlib 0.10) computes
-  # lax.clamp's gradient wrongly when compiled alone at -O0 with its classic
-  # emitters (the suite's fast compile flags, tests/conftest.py)
-  structure_gap = jnp.minimum(jnp.maximum(var_diff, 0), 2 * var_sum) / (
-      var_sum + c2)
+  luminance, luminance_gap = _bounded_ratio(mu_sum**2, mu_diff**2, c1)
+  structure, structure_gap = _bounded_ratio(jnp.maximum(var_plus, 0),
+                                            jnp.maximum(var_minus, 0), c2)
   return SsimTerms(
-      luminance=1 - luminance_gap,
-      contrast_structure=1 - structure_gap,
+      luminance=luminance,
+      contrast_structure=structure,
       luminance_gap=luminance_gap,
       contrast_structure_gap=structure_gap,
   )
+
+
+def _bounded_ratio(plus, minus, c):
+  """(T, 1 - T) for T = ((plus - minus) / 2 + c) / ((plus + minus) / 2 + c),
+  plus, minus >= 0: L from (mu_x +- mu_y)^2 and C1, CS from var(x +- y) and
+  C2. T lies in (-1, 1] in exact arithmetic, and here too: it is computed as
+  1 - minus / den where it is near 1 (exactly 1 where minus is 0, an image
+  with itself), as (plus + 2c) / den - 1 where it is near -1, and directly
+  in between, each form where it keeps full relative precision; the three
+  are one function, so values and gradients are those of the formula."""
+  den = 0.5 * (plus + minus) + c
+  gap = minus / den
+  near_one = 1 - gap
+  near_minus_one = (plus + 2 * c) / den - 1
+  direct = (0.5 * (plus - minus) + c) / den
+  value = jnp.where(gap <= 0.5, near_one,
+                    jnp.where(gap >= 1.5, near_minus_one, direct))
+  return value, gap
 
 
 def _safe_sqrt(v: jax.Array) -> jax.Array:
@@ -164,6 +181,13 @@ def _compute(x, y, data_range, *, output, grayscale, checked_under_jit,
   bad = non_finite_images(x, y)
   per_pixel = bad[..., None, None, None]
   x, y = jnp.where(per_pixel, 0, x), jnp.where(per_pixel, 0, y)
+  # SSIM is scale invariant: x / 2^e and y / 2^e at data_range / 2^e (e the
+  # exponent of data_range) give the same values with the same rounding (a
+  # power of two scales floats exactly), and squares of any range (int64
+  # images, tiny ranges) clear of float32's overflow and underflow.
+  _, exponent = jnp.frexp(jnp.asarray(data_range, x.dtype))
+  scale = jnp.ldexp(jnp.ones((), x.dtype), -exponent)
+  x, y, data_range = x * scale, y * scale, data_range * scale
   terms = _ssim_terms(x, y, data_range, **options)
   if output == 'components':
     return (_as_nan_where(bad, terms.luminance),

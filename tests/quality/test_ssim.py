@@ -390,3 +390,211 @@ def test_nan_images_are_never_identical():
   x = np.full((1, 16, 16, 1), np.nan, np.float32)
   assert np.isnan(quality.ssim_distance(x, x, data_range=2.0, window_size=7))
   assert np.isnan(quality.ssim(x, x, data_range=2.0, window_size=7))
+
+
+# --- the input contract -------------------------------------------------------
+
+
+INTEGER_TYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
+                 np.uint32, np.uint64]
+
+
+@pytest.mark.parametrize('dtype', INTEGER_TYPES)
+def test_integer_images_of_every_width_keep_their_values(dtype):
+  info = np.iinfo(dtype)
+  rng = np.random.default_rng(info.bits)
+  # values across the type's whole range, beyond int32's for the 64-bit ones
+  low, high = float(info.min), float(info.max)
+  x = rng.uniform(low, high, (2, 16, 16, 1)).astype(dtype)
+  y = x.copy()
+  y[:, 4:12, 4:12] = dtype(info.max)
+  as_float = lambda a: np.asarray(a, np.float64).astype(np.float32)
+  width = high - low
+  ours = quality.ssim(x, y, data_range=width, window_size=7)
+  np.testing.assert_array_equal(
+      ours, quality.ssim(as_float(x), as_float(y), data_range=width,
+                         window_size=7))
+  assert np.all(ours < 0.99)     # different images are not "identical"
+  np.testing.assert_array_equal(
+      quality.ssim(x, x, data_range=width, window_size=7), 1.0)
+
+
+def test_int64_images_beyond_int32_are_not_wrapped():
+  # 2**32 + k and k are equal modulo 2**32, what a narrowing to int32 makes
+  # of them: they must stay apart
+  base = np.arange(16 * 16, dtype=np.int64).reshape(1, 16, 16, 1)
+  far = base + 2**32
+  d = quality.ssim_distance(base, far, data_range=float(2**32 + 256),
+                            window_size=7)
+  assert float(d[0]) > 0.1
+  for convert in (np.uint64, lambda a: a.tolist()):
+    np.testing.assert_array_equal(
+        quality.ssim_distance(convert(base), convert(far),
+                              data_range=float(2**32 + 256), window_size=7), d)
+
+
+@pytest.mark.parametrize('dtype', [jnp.float16, jnp.bfloat16])
+def test_half_precision_images_are_computed_in_float32(dtype):
+  rng = np.random.default_rng(0)
+  x, y = distorted_pair((2, 24, 24, 3), rng)
+  x, y = jnp.asarray(x, dtype), jnp.asarray(y, dtype)
+  out = quality.ssim_distance(x, y, data_range=1.0)
+  assert out.dtype == jnp.float32
+  np.testing.assert_array_equal(
+      out, quality.ssim_distance(x.astype(jnp.float32), y.astype(jnp.float32),
+                                 data_range=1.0))
+
+
+def test_options_may_be_numpy_and_jax_scalars():
+  # as dm-pix's own tests pass them
+  rng = np.random.default_rng(2)
+  x, y = distorted_pair((2, 20, 20, 1), rng)
+  python = quality.ssim(x, y, data_range=1.0, window_size=9, sigma=1.2,
+                        k1=0.02, k2=0.04)
+  for scalars in ((jnp.float32, jnp.int32), (np.float64, np.int64)):
+    real, integer = scalars
+    got = quality.ssim(x, y, data_range=real(1.0), window_size=integer(9),
+                       sigma=real(1.2), k1=real(0.02), k2=real(0.04))
+    np.testing.assert_allclose(got, python, rtol=1e-6)
+  # an option traced under jit is refused by name; data_range may be traced
+  with pytest.raises(TypeError, match='window_size must be a concrete'):
+    jax.jit(lambda w: quality.ssim(x, y, data_range=1.0, window_size=w))(9)
+  traced_range = jax.jit(lambda r: quality.ssim(x, y, data_range=r,
+                                                window_size=9, sigma=1.2,
+                                                k1=0.02, k2=0.04))(1.0)
+  np.testing.assert_allclose(traced_range, python, rtol=1e-6)
+  for bad, match in ((dict(window_size=jnp.ones(2, jnp.int32)), 'window_size '
+                      'must be a scalar'),
+                     (dict(sigma='wide'), 'sigma must be a real number'),
+                     (dict(k1=True), 'k1 must be a number'),
+                     (dict(window_size=9.0), r'window_size must be an integer, '
+                      r'got 9.0; pass 9')):
+    with pytest.raises(TypeError, match=match):
+      quality.ssim(x, y, data_range=1.0, **bad)
+
+
+def test_channels_first_images_are_refused_with_the_transpose():
+  x = np.zeros((4, 3, 32, 32), np.float32)
+  with pytest.raises(ValueError, match=r'channels-first.*jnp\.moveaxis\(x, -3, '
+                     r'-1\)'):
+    quality.ssim_distance(x, x, data_range=1.0)
+  with pytest.raises(ValueError, match=r'\[\.\.\., H, W\], take images\[\.\.\., '
+                     r'None\]'):
+    quality.rgb_to_grayscale(np.zeros((2, 3, 40, 40)))
+
+
+# --- values against data_range ------------------------------------------------
+
+
+def test_values_beyond_data_range_are_an_error_outside_jit():
+  image = skdata.chelsea()[:64, :64]
+  noisy = np.clip(image + np.random.default_rng(0).normal(0, 20, image.shape),
+                  0, 255).astype(np.uint8)
+  right = float(quality.ssim(image, noisy, data_range=255))
+  for fn in (quality.ssim, quality.ssim_distance, quality.ssim_components):
+    with pytest.raises(ValueError, match=r'span \[0, 2\d\d\].*data_range=1\b'):
+      fn(image, noisy, data_range=1.0)
+  signed = np.float32(image) / 127.5 - 1
+  with pytest.raises(ValueError, match=r'a range of 1\.4\d+, but data_range=1'):
+    quality.ssim(signed, signed, data_range=1.0)
+  # rounding of the images' own values is not an error
+  np.testing.assert_allclose(
+      quality.ssim(signed, signed * np.float32(1 + 1e-7), data_range=2.0), 1.0,
+      atol=1e-6)
+  # under jit nothing is read, at no cost; check_range=False, never
+  assert float(jax.jit(lambda a, b: quality.ssim(a, b, data_range=1.0))(
+      image, noisy)) < right
+  quality.ssim(image, noisy, data_range=1.0, check_range=False)
+
+
+def test_check_range_under_jit_is_a_checkify_check():
+  from jax.experimental import checkify  # pylint: disable=g-import-not-at-top
+  x = np.random.default_rng(1).uniform(-1, 1, (2, 16, 16, 1)).astype(
+      np.float32)
+  checked = checkify.checkify(jax.jit(
+      lambda a, b, r: quality.ssim_distance(a, b, data_range=r,
+                                            check_range=True)))
+  error, _ = checked(x, x[::-1], 1.0)
+  with pytest.raises(checkify.JaxRuntimeError, match='data_range'):
+    error.throw()
+  error, value = checked(x, x[::-1], 2.0)
+  assert error.get() is None and np.all(np.asarray(value) > 0)
+
+
+def test_suspicious_but_possible_ranges_warn():
+  unit = np.random.default_rng(3).uniform(0, 1, (24, 24, 1)).astype(np.float32)
+  with pytest.warns(UserWarning, match='take data_range=1'):
+    quality.ssim(unit, unit[::-1], data_range=255.0)
+  binary = (unit > 0.5).astype(np.uint8)
+  with pytest.warns(UserWarning, match='pass data_range=255'):
+    quality.ssim(binary, binary[::-1], data_range=1.0)
+
+
+# --- bounded results, the preset, even windows --------------------------------
+
+
+@pytest.mark.parametrize('window_size', [1, 3, 11])
+def test_ssim_never_exceeds_one_and_is_one_for_an_image_with_itself(
+    window_size):
+  rng = np.random.default_rng(window_size)
+  # [0, 255] images, where float32 cancellation is at its worst
+  x = rng.uniform(0, 255, (8, 24, 24, 3)).astype(np.float32)
+  photo = skdata.camera()[100:148, 200:248, None].astype(np.float32)
+  for image in (x, photo[None], np.full_like(x, 200.0)):
+    np.testing.assert_array_equal(
+        quality.ssim(image, image, data_range=255, window_size=window_size),
+        1.0)
+    np.testing.assert_array_equal(
+        quality.ssim_distance(image, image, data_range=255,
+                              window_size=window_size), 0.0)
+  y = np.clip(x + rng.normal(0, 3, x.shape), 0, 255).astype(np.float32)
+  for a, b in ((x, y), (x, 255 - x), (x, x * np.float32(1.0000001))):
+    lum, cs = quality.ssim_components(a, b, data_range=255,
+                                      window_size=window_size)
+    assert np.all((lum > -1) & (lum <= 1) & (cs > -1) & (cs <= 1))
+    value = quality.ssim(a, b, data_range=255, window_size=window_size)
+    assert np.all((value > -1) & (value <= 1))
+
+
+def test_distance_range_for_images_of_nonnegative_values():
+  # L > 0 where local means are >= 0: d_Q < sqrt(3); above sqrt(2) for a
+  # bright image against a dark one of opposite texture (L ~ 0.22, CS ~ -1)
+  pattern = np.sign(np.random.default_rng(6).normal(size=(4, 24, 24, 1)))
+  bright = (0.9 + 0.1 * pattern).astype(np.float32)
+  dark = (0.1 - 0.1 * pattern).astype(np.float32)
+  d = np.asarray(quality.ssim_distance(bright, dark, data_range=1.0))
+  assert np.all((d > SQRT2) & (d < np.sqrt(3.0)))
+  lum, cs = quality.ssim_components(bright, dark, data_range=1.0)
+  assert np.all(lum > 0) and np.all(cs < -0.8)
+
+
+def test_the_qagan_preset_is_the_papers_d_q():
+  rng = np.random.default_rng(8)
+  x, y = distorted_pair((3, 32, 32, 3), rng, -1.0, 1.0)
+  assert qagan_jax.QAGAN_SSIM is quality.QAGAN_SSIM
+  np.testing.assert_array_equal(
+      quality.ssim_distance(x, y, **quality.QAGAN_SSIM),
+      quality.ssim_distance(quality.rgb_to_grayscale(x),
+                            quality.rgb_to_grayscale(y), data_range=2.0,
+                            window_size=8, sigma=1.5, padding='same'))
+  with pytest.raises(ValueError, match='luma of RGB images'):
+    quality.ssim_distance(x[..., :1], y[..., :1], **quality.QAGAN_SSIM)
+
+
+def test_even_windows_centred_on_a_pixel_or_between_two():
+  # 'pixel' (the QAGAN code's mgrid): the peak on tap (k - 1) // 2, one more
+  # tap after it; 'symmetric' (tf.image.ssim, dm-pix): mirror-symmetric
+  pixel = quality.gaussian_window(8, 1.5)
+  symmetric = quality.gaussian_window(8, 1.5, 'symmetric')
+  assert np.argmax(pixel) == 3 and pixel[2] == pixel[4]
+  np.testing.assert_allclose(symmetric, symmetric[::-1], rtol=1e-15)
+  np.testing.assert_array_equal(quality.gaussian_window(7, 1.5),
+                                quality.gaussian_window(7, 1.5, 'symmetric'))
+  rng = np.random.default_rng(9)
+  x, y = distorted_pair((2, 24, 24, 1), rng)
+  pix = functools.partial(dm_pix.ssim, max_val=1.0, filter_size=8)
+  np.testing.assert_allclose(
+      quality.ssim(x, y, data_range=1.0, window_size=8,
+                   window_center='symmetric'), pix(x, y), atol=1e-6)
+  assert not np.allclose(quality.ssim(x, y, data_range=1.0, window_size=8),
+                         pix(x, y), atol=1e-4)

@@ -112,6 +112,17 @@ def bench_niqe(repeats: int) -> list[dict]:
   print(f'  {t["niqe_score 512x384"] * 1e3:9.2f} ms per image')
   rows.append({'benchmark': 'niqe_score', 'shape': '384x512x1',
                'seconds_per_image': t['niqe_score 512x384']})
+  # MATLAB's steps in float64 (the default for concrete images)
+  host = np.asarray(image)
+  start = time.perf_counter()
+  quality.niqe_score(host, matlab=True)         # its compilation
+  first = time.perf_counter() - start
+  t = time_interleaved({'matlab': lambda: quality.niqe_score(
+      host, matlab=True)}, repeats)
+  print(f'  {t["matlab"] * 1e3:9.2f} ms per image with MATLAB\'s steps '
+        f'(float64, matlab=True; the first call {first:.1f} s)')
+  rows.append({'benchmark': 'niqe_score_matlab', 'shape': '384x512x1',
+               'seconds_per_image': t['matlab'], 'first_call_s': first})
 
   model = quality.PristineModel.standard()
   mean_p = jnp.asarray(model.mean, jnp.float32)

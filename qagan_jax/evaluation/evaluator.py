@@ -182,6 +182,8 @@ class Evaluator:
     rows = offline.niqe_feature_rows(images)
     if path is not None and jax.process_index() == 0:
       storage.save_npz(path, compress=False, features=rows[0], valid=rows[1])
+    log.info('Reference NIQE features of %d images%s.', len(images),
+             f', cached in {path}' if path else '')
     return rows
 
   def _niqe_prdc(self, rows, reference_rows, reference_mvg):

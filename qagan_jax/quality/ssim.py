@@ -10,7 +10,7 @@ sigma_xy (population normalisation, as Wang et al. 2004):
 
 Both terms are computed from a sum and a difference,
 
-  L  = ((mu_x + mu_y)^2 - (mu_x - mu_y)^2) / 2 + C1) / (mu_x^2 + mu_y^2 + C1)
+  L  = (((mu_x + mu_y)^2 - (mu_x - mu_y)^2) / 2 + C1) / (mu_x^2 + mu_y^2 + C1)
   CS = ((var(x + y) - var(x - y)) / 2 + C2) / (sigma_x^2 + sigma_y^2 + C2),
 
 with mu_x^2 + mu_y^2 and sigma_x^2 + sigma_y^2 the half sums of the

@@ -113,6 +113,9 @@ class Checkpointer:
     message (`disk_full`)."""
     # orbax wants absolute paths
     self.directory = storage.workdir_path(directory)
+    problem = storage.pattern_characters_problem(self.directory)
+    if problem:                  # refused, rather than saved unreadable
+      raise ValueError(problem)
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(

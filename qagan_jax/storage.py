@@ -104,6 +104,24 @@ def move_tree(source: epath.Path, target: epath.Path) -> None:
     shutil.move(os.fspath(source), os.fspath(target))
 
 
+def pattern_characters_problem(path: str | os.PathLike) -> str | None:
+  """Why checkpoints cannot live under `path`, or None: '[' or ']' in it.
+
+  Orbax finds a checkpoint's files by a wildcard search under its folder
+  (etils.epath's glob, which does not escape the folder's own name), where
+  `[1]` is a pattern, not a name: the files of `runs/sweep[1]` are never
+  found, and every checkpoint written there is unreadable. (`*`, `?` and
+  `{}` match themselves there and are fine.)
+  """
+  text = os.fspath(path)
+  if '[' in text or ']' in text:
+    safe = text.replace('[', '_').replace(']', '')
+    return (f'{text}: "[" and "]" cannot be in the path of a run\'s '
+            'checkpoints (orbax reads them as a file pattern, and every '
+            f'checkpoint saved there would be unreadable); use, e.g., {safe}')
+  return None
+
+
 def workdir_problem(workdir: str | os.PathLike) -> str | None:
   """Why `workdir` cannot hold a run, or None. Local: nothing is created
   (a folder is made and removed in its nearest existing parent); a URL:
@@ -113,6 +131,9 @@ def workdir_problem(workdir: str | os.PathLike) -> str | None:
     workdir = workdir_path(workdir)
   except ValueError as error:
     return f'--workdir={error}'
+  problem = pattern_characters_problem(workdir)
+  if problem:
+    return f'--workdir={problem}'
   if is_url(workdir):
     probe = workdir / f'.qagan_jax_probe_{uuid.uuid4().hex[:8]}'
     try:

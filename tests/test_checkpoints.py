@@ -112,3 +112,22 @@ def test_a_disk_that_fills_stops_the_run_plainly_and_it_resumes(
             for line in text.splitlines()]
   half = len(logged) // 2
   assert logged[:half] == logged[half:]
+
+
+def test_folder_names_orbax_cannot_read_back_are_refused(tmp_path):
+  """Orbax finds a checkpoint's files by a wildcard search under its folder,
+  where `[1]` is a pattern: saved under `sweep[1]`, every checkpoint was
+  unreadable. Such a folder is refused before anything is written; the
+  other characters of sweep names round-trip."""
+  state = {'w': jnp.arange(8, dtype=jnp.float32)}
+  for name in ('sweep*?{a,b} #1 é', 'lr=1e-3,seed=2'):
+    checkpointer = checkpoints.Checkpointer(tmp_path / name / 'checkpoints')
+    checkpointer.save(1, state)
+    checkpointer.wait()
+    restored, step = checkpointer.restore({'w': state['w']})
+    checkpointer.close()
+    assert step == 1 and np.array_equal(restored['w'], state['w'])
+  with pytest.raises(ValueError, match=r'"\[" and "\]" cannot be in the path.*'
+                     r'sweep_1'):
+    checkpoints.Checkpointer(tmp_path / 'sweep[1]' / 'checkpoints')
+  assert not (tmp_path / 'sweep[1]').exists()

@@ -177,6 +177,8 @@ def test_every_bad_command_line_gets_one_clear_message(tmp_path, trained_run):
       ([demo, f'--workdir={a_file}'], 'is a file, not a directory'),
       ([demo, f'--workdir={a_file / "run"}'], 'is a file, not a directory'),
       ([demo, f'--workdir={read_only}'], 'is not writable'),
+      ([demo, f'--workdir={tmp_path / "sweep[1]"}'],
+       ('cannot be in the path', 'sweep_1')),
       ([f'--config={REPO_ROOT / "configs" / "cifar10_wgangp.py"}', workdir,
         f'--config.data.data_dir={tmp_path / "tfds"}'],
        'python -m qagan_jax.prepare_data cifar10'),
@@ -201,4 +203,5 @@ def test_every_bad_command_line_gets_one_clear_message(tmp_path, trained_run):
       failures.append((args, expected, status, stderr[-1500:]))
   assert not failures, '\n\n'.join(map(str, failures))
   assert not (tmp_path / 'run').exists()   # nothing was started
+  assert not (tmp_path / 'sweep[1]').exists()
   assert not (empty / 'runs').exists()

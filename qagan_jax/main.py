@@ -233,7 +233,8 @@ def main(argv):
     # process until its heartbeat times out, then abort
     os._exit(1)  # pylint: disable=protected-access
   except (input_pipeline.DatasetNotPreparedError,
-          workdirs.WorkdirMismatchError, checkpoints.NonFiniteStateError,
+          workdirs.WorkdirMismatchError, workdirs.WorkdirConfigError,
+          checkpoints.NonFiniteStateError,
           evaluator.NonFiniteSamplesError,
           run_lock.WorkdirBusyError, OSError) as error:
     # OSError: a missing checkpoint or pristine file, a full or read-only disk

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import os
 import sys
@@ -26,6 +27,8 @@ from PIL import Image
 
 from qagan_jax import input_pipeline
 from qagan_jax import storage
+
+log = logging.getLogger(__name__)
 
 
 def image_grid(images: np.ndarray, padding: int = 1) -> np.ndarray:
@@ -122,8 +125,17 @@ class MetricWriter:
     if not enabled:
       return
     if self.path.exists():
-      self._lines = [line for line in self.path.read_text().splitlines()
-                     if line.strip() and json.loads(line)['step'] <= resume_step]
+      records, damaged = parse_metrics(self.path.read_bytes())
+      if damaged:
+        # a line cut by a full disk or a kill mid-write: kept aside, not lost
+        aside = self.path.parent / (self.path.name + '.damaged')
+        previous = aside.read_text() if aside.exists() else ''
+        storage.write_text(aside, previous + ''.join(
+            line + '\n' for line in damaged))
+        log.warning('%d damaged line(s) of %s (cut while being written) were '
+                    'moved to %s; the run goes on from its checkpoint.',
+                    len(damaged), self.path, aside)
+      self._lines = [json.dumps(r) for r in records if r['step'] <= resume_step]
       storage.write_text(self.path, self._contents())
     else:
       self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -169,12 +181,30 @@ class MetricWriter:
       self._tensorboard.close()
 
 
+def parse_metrics(data: bytes) -> tuple[list[dict], list[str]]:
+  """(the records of a metrics.jsonl's content, its lines that are not one:
+  cut while being written, or not text at all)."""
+  records, damaged = [], []
+  for line in data.decode('utf-8', errors='replace').splitlines():
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except ValueError:
+      record = None
+    if isinstance(record, dict) and isinstance(record.get('step'), int):
+      records.append(record)
+    else:
+      damaged.append(line)
+  return records, damaged
+
+
 def read_metrics(workdir: str | os.PathLike) -> list[dict]:
+  """The records of a workdir's metrics.jsonl (damaged lines skipped)."""
   path = epath.Path(workdir) / 'metrics.jsonl'
   if not path.exists():
     return []
-  return [json.loads(line) for line in path.read_text().splitlines()
-          if line.strip()]
+  return parse_metrics(path.read_bytes())[0]
 
 
 def plot_loss_curves(workdir: str | os.PathLike,

@@ -23,8 +23,10 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
+from qagan_jax import input_pipeline
 from qagan_jax import run_lock
 from qagan_jax import storage
+from qagan_jax import train_state
 
 CONFIG_FILE = 'config.json'
 
@@ -46,41 +48,90 @@ class WorkdirMismatchError(ValueError):
   """The workdir holds a run of a structurally different config."""
 
 
+class WorkdirConfigError(ValueError):
+  """The workdir's config.json cannot be read."""
+
+
+_ABSENT = object()
+
+
+def _field(config, path: str):
+  """The value at a dotted `path` of `config`, or _ABSENT."""
+  node = config
+  for part in path.split('.'):
+    if not hasattr(node, 'keys') or part not in node:
+      return _ABSENT
+    node = node[part]
+  return node
+
+
 def structural_fields(config: ml_collections.ConfigDict) -> dict:
   """The values of STRUCTURAL_FIELDS, as a flat dict."""
-  values = {}
-  for path in STRUCTURAL_FIELDS:
-    node = config
-    for part in path.split('.'):
-      node = node[part]
-    values[path] = node
-  return values
+  return {path: _field(config, path) for path in STRUCTURAL_FIELDS}
+
+
+def _defaults() -> ml_collections.ConfigDict:
+  """The defaults of the sections that hold STRUCTURAL_FIELDS: what a
+  config.json written before a field existed meant by its absence."""
+  config = train_state.default_config()
+  config.data = input_pipeline.default_config()
+  return config
 
 
 def saved_config(workdir: epath.Path) -> ml_collections.ConfigDict | None:
   """The config a workdir's run was started with (its config.json), or
-  None for a workdir without one."""
+  None for a workdir without one. Raises WorkdirConfigError, saying what
+  to do, when the file is damaged (truncated, empty, not text)."""
   path = epath.Path(workdir) / CONFIG_FILE
   if not path.exists():
     return None
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  try:
+    data = json.loads(path.read_bytes().decode('utf-8'))
+    if not isinstance(data, dict):
+      raise ValueError(f'a JSON {type(data).__name__}, not an object')
+  except (UnicodeDecodeError, ValueError) as error:
+    raise WorkdirConfigError(
+        f'{path} is damaged ({str(error).splitlines()[0][:120]}). It records '
+        f'the configuration of the run in {workdir}: put back a copy if you '
+        'have one; otherwise delete it, and the next command records its own '
+        "configuration there (a checkpoint of another model's shape then "
+        'fails to load, naming the difference).') from None
+  return ml_collections.ConfigDict(data)
 
 
 def check_config(config: ml_collections.ConfigDict,
                  workdir: epath.Path) -> None:
   """Refuses a workdir written by a config with other STRUCTURAL_FIELDS
-  (WorkdirMismatchError, naming each); records the config of a new run."""
+  (WorkdirMismatchError, naming each); records the config of a new run.
+  A config.json of an older version, which lacks a field added since, is
+  read with that field's default (what its absence meant) and, where the
+  current config agrees, completed in place."""
   current = structural_fields(config)
   saved = saved_config(workdir)
   if saved is not None:
+    defaults = structural_fields(_defaults())
     before = structural_fields(saved)
-    differences = [f'{k}: {before[k]!r} in the workdir, {current[k]!r} now'
-                   for k in current if before[k] != current[k]]
+    absent = [k for k, v in before.items() if v is _ABSENT]
+    before.update({k: defaults[k] for k in absent})
+    differences = [
+        f'{k}: {before[k]!r} in the workdir'
+        + (' (absent from its config.json, of an older version: the '
+           'default then)' if k in absent else '') + f', {current[k]!r} now'
+        for k in current if before[k] != current[k]]
     if differences:
       raise WorkdirMismatchError(
           f'{workdir} holds a run of another configuration:\n  '
           + '\n  '.join(differences)
           + '\nUse another --workdir, or the same configuration to resume.')
+    if absent and jax.process_index() == 0:     # upgraded in place
+      saved = saved.to_dict()
+      for path in absent:
+        *sections, name = path.split('.')
+        node = saved
+        for section in sections:
+          node = node.setdefault(section, {})
+        node[name] = defaults[path]
+      storage.write_text(workdir / CONFIG_FILE, json.dumps(saved, indent=1))
     return
   workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:

@@ -55,3 +55,23 @@ def test_scalars_and_images_reach_both_logs_and_a_resume_purges_the_rest(
            if e.HasField('session_log')]
   assert [(e.step, e.session_log.status) for e in purge] == [
       (2, event_pb2.SessionLog.START)]
+
+
+def test_a_line_cut_mid_write_is_set_aside_and_the_run_goes_on(tmp_path,
+                                                               caplog):
+  writer = reporting.MetricWriter(tmp_path)
+  for step in (1, 2, 3):
+    writer.scalars(step, {'critic_loss': float(step)})
+  writer.close()
+  path = tmp_path / 'metrics.jsonl'
+  text = path.read_bytes()
+  # a full disk or a kill during the last write: half a line, then junk
+  path.write_bytes(text[:-9] + b'\n\xff\xfe{not json\n')
+  with caplog.at_level('WARNING'):
+    resumed = reporting.MetricWriter(tmp_path, resume_step=2)
+  resumed.scalars(3, {'critic_loss': 3.0})
+  resumed.close()
+  assert '2 damaged line(s)' in caplog.text
+  assert [r['step'] for r in reporting.read_metrics(tmp_path)] == [1, 2, 3]
+  aside = (tmp_path / 'metrics.jsonl.damaged').read_text().splitlines()
+  assert len(aside) == 2 and aside[0].startswith('{"step": 3')

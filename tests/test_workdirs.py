@@ -1,9 +1,12 @@
 """A workdir belongs to one configuration and one live run: others are refused, naming why."""
 
+import json
+
 import pytest
 
 from helpers.locks import hold_in_another_process
 from qagan_jax import loop
+from qagan_jax import modes
 from qagan_jax import run_lock
 from qagan_jax import workdirs
 
@@ -44,3 +47,43 @@ def test_a_workdir_that_a_live_run_trains_in_is_refused(
     holder.kill()
     holder.wait()
   assert checkpoint_steps(workdir) == checkpoint_steps(stopped_run)
+
+
+@pytest.mark.parametrize('damage', [
+    lambda text: text[:len(text) // 2],      # cut by a full disk
+    lambda text: '',                          # emptied
+    lambda text: '\x00\xff' * 20,             # not text
+    lambda text: '[1, 2]',                    # not an object
+])
+def test_a_damaged_config_json_is_named_with_what_to_do(trained_run, copy_run,
+                                                        tiny_run_config,
+                                                        damage):
+  workdir = copy_run(trained_run)
+  path = workdir / workdirs.CONFIG_FILE
+  path.write_bytes(damage(path.read_text()).encode('latin-1'))
+  for command in (loop.train_and_evaluate, modes.sample):
+    with pytest.raises(workdirs.WorkdirConfigError,
+                       match=r'config.json is damaged .*delete it'):
+      command(tiny_run_config(**QUIET), workdir)
+
+
+def test_an_older_config_json_without_a_field_is_read_with_its_default(
+    trained_run, copy_run, tiny_run_config):
+  workdir = copy_run(trained_run)
+  path = workdir / workdirs.CONFIG_FILE
+  older = json.loads(path.read_text())
+  del older['loss']['adversarial']      # a field added after the run began
+  del older['data']['stl10_resolution']
+  path.write_text(json.dumps(older))
+  # another value than the default it meant: refused, saying why
+  with pytest.raises(workdirs.WorkdirMismatchError,
+                     match=r"loss.adversarial: 'wasserstein' in the workdir "
+                     r'\(absent from its config.json.*\), .hinge. now'):
+    loop.train_and_evaluate(tiny_run_config(loss__adversarial='hinge',
+                                            **QUIET), workdir)
+  # the same: the run goes on, and config.json is completed
+  assert int(loop.train_and_evaluate(tiny_run_config(**QUIET),
+                                     workdir).step) == 6
+  upgraded = json.loads(path.read_text())
+  assert upgraded['loss']['adversarial'] == 'wasserstein'
+  assert upgraded['data']['stl10_resolution'] == 48

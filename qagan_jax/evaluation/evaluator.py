@@ -172,18 +172,51 @@ class Evaluator:
       self._offline_reference = (images, rows, mvg, ssim)
     return self._offline_reference
 
+  def _read_cache(self, path, names) -> dict | None:
+    """The arrays `names` of the cache file at `path`; None when there is
+    none, or when it cannot be read (a damaged or partial file: computed
+    again, with one warning naming it)."""
+    if path is None or not path.is_file():
+      return None
+    try:
+      stored = storage.load_npz(path)
+      return {name: stored[name] for name in names}
+    except Exception as error:  # pylint: disable=broad-except
+      # a damaged file raises zip, pickle, key, value or I/O errors
+      log.warning('The cached reference statistics %s cannot be read (%s: '
+                  '%s); computing them again.', path, type(error).__name__,
+                  (str(error).splitlines() or [''])[0][:160])
+      return None
+
+  def _write_cache(self, path, **arrays) -> bool:
+    """Writes a cache file (process 0); whether it was written. The cache
+    only saves time: one that cannot be written is skipped, with one
+    warning naming the setting."""
+    if path is None or jax.process_index() != 0:
+      return False
+    try:
+      storage.save_npz(path, compress=False, **arrays)
+    except Exception as error:  # pylint: disable=broad-except
+      # permissions, a read-only or full disk, an unreachable bucket
+      log.warning('Could not write the reference statistics to %s (%s); '
+                  'they will be computed again next time. Point '
+                  'eval.reference_cache (or $QAGAN_JAX_CACHE) to a writable '
+                  "folder, or set eval.reference_cache='none'.", path,
+                  (str(error).splitlines() or [''])[0][:160])
+      return False
+    return True
+
   def _niqe_reference_rows(self, images):
     """NIQE feature rows of the reference images, from the cache if there."""
     path = self._cache_path('niqe', len(images))
-    if path is not None and path.is_file():
-      stored = storage.load_npz(path)
+    stored = self._read_cache(path, ('features', 'valid'))
+    if stored is not None:
       log.info('Reference NIQE features from %s.', path)
       return stored['features'], stored['valid']
     rows = offline.niqe_feature_rows(images)
-    if path is not None and jax.process_index() == 0:
-      storage.save_npz(path, compress=False, features=rows[0], valid=rows[1])
+    cached = self._write_cache(path, features=rows[0], valid=rows[1])
     log.info('Reference NIQE features of %d images%s.', len(images),
-             f', cached in {path}' if path else '')
+             f', cached in {path}' if cached else '')
     return rows
 
   def _niqe_prdc(self, rows, reference_rows, reference_mvg):
@@ -201,8 +234,8 @@ class Evaluator:
       return self._inception_reference
     count = self.config.eval.reference_samples
     path = self._cache_path('inception', count)
-    if path is not None and path.is_file():
-      stored = storage.load_npz(path)
+    stored = self._read_cache(path, ('mean', 'cov', 'count', 'kid_features'))
+    if stored is not None:
       self._inception_reference = (
           metrics_lib.GaussianStats(stored['mean'], stored['cov'],
                                     int(stored['count'])),
@@ -231,12 +264,11 @@ class Evaluator:
         shares.share_size(count))}, count)['features']
     stats = metrics_lib.GaussianStats.of(features)
     kid_features = features[:KID_REFERENCE_ROWS]
-    if path is not None and jax.process_index() == 0:
-      storage.save_npz(path, compress=False, mean=stats.mean, cov=stats.cov,
-                       count=stats.count, kid_features=kid_features)
+    cached = self._write_cache(path, mean=stats.mean, cov=stats.cov,
+                               count=stats.count, kid_features=kid_features)
     log.info('Reference Inception statistics of %d images in %.0f s%s.',
              len(features), time.perf_counter() - start,
-             f', cached in {path}' if path else '')
+             f', cached in {path}' if cached else '')
     self._inception_reference = (stats, kid_features)
     return self._inception_reference
 

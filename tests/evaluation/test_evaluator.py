@@ -134,3 +134,37 @@ def test_non_finite_samples_are_refused_with_their_count(tiny_run_config):
   samples[5, 3, 3, 1] = np.inf
   with pytest.raises(evaluator_lib.NonFiniteSamplesError, match='2 of 8 samples'):
     evaluator(samples)
+
+
+@pytest.mark.parametrize('damage', [
+    lambda data: data[:len(data) // 3],                # cut short
+    lambda data: b'garbage' * 100,                     # not a zip
+    lambda data: np.lib.format.MAGIC_PREFIX + data,    # not an npz either
+])
+def test_a_damaged_cache_entry_is_computed_again_with_a_warning(
+    tiny_run_config, tmp_path, caplog, damage):
+  config = tiny_run_config(eval__swd_images=16)
+  first = evaluator_lib.Evaluator(config, ('niqe',), 16, cache_dir=tmp_path)
+  rows = first.offline_reference()[1]
+  (path,) = tmp_path.glob('*_niqe_16_*.npz')
+  path.write_bytes(damage(path.read_bytes()))
+  with caplog.at_level('WARNING'):
+    again = evaluator_lib.Evaluator(config, ('niqe',), 16, cache_dir=tmp_path)
+    np.testing.assert_array_equal(again.offline_reference()[1][0], rows[0])
+  assert f'{path} cannot be read' in caplog.text
+  assert 'computing them again' in caplog.text
+  # and written whole again
+  np.testing.assert_array_equal(storage.load_npz(path)['features'], rows[0])
+
+
+def test_an_unwritable_cache_is_skipped_with_a_warning_naming_the_setting(
+    tiny_run_config, caplog):
+  config = tiny_run_config(eval__swd_images=16)
+  unwritable = '/proc/qagan_jax_cache'        # not writable, even as root
+  evaluator = evaluator_lib.Evaluator(config, ('niqe', 'swd'), 16,
+                                      cache_dir=unwritable)
+  samples = np.random.default_rng(0).uniform(-1, 1, (16, 32, 32, 3))
+  with caplog.at_level('WARNING'):
+    found = evaluator(samples)
+  assert np.isfinite(found['niqe_distance'])
+  assert 'eval.reference_cache' in caplog.text and unwritable in caplog.text

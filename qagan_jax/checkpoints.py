@@ -74,31 +74,33 @@ class _OrbaxOutOfSpace(logging.Filter):
     return not storage.mentions_out_of_space(text)
 
 
-class _QuietAbandonedWrites:
-  """While installed, drops what tensorstore reports (through
-  sys.unraisablehook) of the writes still in flight when a save fails:
-  "RuntimeError: Event loop is closed", once per write, after the failure
-  itself has been raised; and orbax's own logs of the failure."""
+def _drop_closed_event_loop_reports(previous):
+  """A sys.unraisablehook that drops what tensorstore reports of async
+  work abandoned with its event loop ("RuntimeError: Event loop is
+  closed", once per read or write still in flight when a save fails or a
+  damaged checkpoint is given up: hundreds of tracebacks, after the failure
+  itself was handled), and passes everything else to `previous`."""
 
-  def __init__(self):
-    self._previous = None
-    self._filter = _OrbaxOutOfSpace()
-
-  def install(self):
-    self._previous = sys.unraisablehook
-    sys.unraisablehook = self._hook
-    logging.getLogger('absl').addFilter(self._filter)
-
-  def _hook(self, unraisable):
+  def hook(unraisable):
     if (unraisable.exc_type is RuntimeError
         and str(unraisable.exc_value) == 'Event loop is closed'):
       return
-    self._previous(unraisable)
+    previous(unraisable)
 
-  def uninstall(self):
-    if self._previous is not None and sys.unraisablehook == self._hook:
-      sys.unraisablehook = self._previous
-    logging.getLogger('absl').removeFilter(self._filter)
+  hook.qagan_jax_event_loop_filter = True
+  return hook
+
+
+def _quiet_abandoned_async_work() -> None:
+  """Installs `_drop_closed_event_loop_reports` for the process, once (the
+  reports arrive from tensorstore's threads until long after the operation
+  that abandoned them)."""
+  if not getattr(sys.unraisablehook, 'qagan_jax_event_loop_filter', False):
+    sys.unraisablehook = _drop_closed_event_loop_reports(sys.unraisablehook)
+
+
+# Passes over the list of checkpoints a restore makes (see `restore`).
+_RESTORE_PASSES = 3
 
 
 class Checkpointer:
@@ -122,9 +124,11 @@ class Checkpointer:
             max_to_keep=keep, create=True, cleanup_tmp_directories=training),
         item_names=('state', 'data'))
     self._saving = None      # the step being written in the background
-    self._quiet = _QuietAbandonedWrites()
+    self._training = training
+    _quiet_abandoned_async_work()
+    self._out_of_space_filter = _OrbaxOutOfSpace() if training else None
     if training:
-      self._quiet.install()
+      logging.getLogger('absl').addFilter(self._out_of_space_filter)
 
   def all_steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
@@ -208,6 +212,7 @@ class Checkpointer:
       except Exception:  # pylint: disable=broad-except
         pass   # the failure already reported
     self.discard_partial()
+    self._remove_log_filter()
 
   def discard_partial(self) -> None:
     """Removes the partial checkpoints of saves that failed (process 0)."""
@@ -224,54 +229,81 @@ class Checkpointer:
     `abstract_state` gives the structure, shapes, dtypes and shardings (e.g.
     `jax.eval_shape` of the initial state); a data iterator, when given, is
     set to the saved position in place (sampling needs none, and so no
-    dataset). Damaged checkpoints are skipped with a warning
-    and moved to `<directory>.damaged/`, so that the run can save those steps
-    again. Returns None when there is no checkpoint.
+    dataset). Damaged checkpoints are skipped with a warning; a training
+    checkpointer moves them to `<directory>.damaged/`, so that the run can
+    save those steps again (a reader, sample or evaluate, leaves them: they
+    may be a live run's, being replaced). Returns None when there is no
+    checkpoint.
     """
     self.manager.wait_until_finished()
-    steps = [step] if step is not None else self.all_steps()[::-1]
     if step is not None and step not in self.all_steps():
       raise FileNotFoundError(
           f'no checkpoint of step {step} in {self.directory}; there are '
           f'{self.all_steps() or "none"}.')
-    damaged = []
-    for candidate in steps:
-      items = {'state': ocp.args.StandardRestore(abstract_state)}
-      if data_iterator is not None:
-        if (self.directory / str(candidate) / 'data').is_dir():
-          items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
-        else:
-          log.warning(
-              'The checkpoint of step %d holds no input position (it was '
-              'written with the data on the devices); the host input starts '
-              'a fresh pass, so the batches differ from an uninterrupted '
-              'run.', candidate)
-      try:
-        restored = self.manager.restore(candidate,
-                                        args=ocp.args.Composite(**items))
-      except Exception as error:  # orbax raises many types for damaged files
-        if step is not None:
-          raise ValueError(f'the checkpoint of step {step} in '
-                           f'{self.directory} is unreadable: {error}') from error
-        log.warning('The checkpoint of step %d in %s is unreadable (%s: %s); '
-                    'falling back to the previous one.', candidate,
-                    self.directory, type(error).__name__,
-                    str(error).splitlines()[0][:200])
-        damaged.append(candidate)
-        continue
-      bad = non_finite_leaves(restored.state)
-      if bad:
-        log.warning('The checkpoint of step %d holds NaN or inf (%s); falling '
-                    'back to the previous one.', candidate, bad[0])
-        damaged.append(candidate)
-        continue
-      self._set_aside(damaged)
-      return restored.state, candidate
-    if steps:
-      raise ValueError(f'no readable checkpoint in {self.directory} '
-                       f'(tried steps {steps}); move the folder away to start '
-                       'afresh.')
+    tried, damaged = [], []
+    # A run that trains in this folder meanwhile may remove the checkpoint
+    # being read (its rotation) and write a newer one: the steps are listed
+    # again after each pass, and the new ones tried.
+    for _ in range(_RESTORE_PASSES if step is None else 1):
+      self.manager.reload()
+      candidates = ([step] if step is not None else
+                    [s for s in self.all_steps()[::-1] if s not in tried])
+      if not candidates:
+        break
+      for candidate in candidates:
+        tried.append(candidate)
+        found = self._restore_step(candidate, abstract_state, data_iterator,
+                                   explain=step is None)
+        if found is None:
+          damaged.append(candidate)
+          continue
+        if self._training:      # a reader never moves a training run's files
+          self._set_aside(damaged)
+        return found, candidate
+    if tried:
+      if self._training:
+        advice = (f'move {self.directory} away to start afresh, or train in '
+                  'another --workdir')
+      else:
+        advice = ('if a run is training there, run this again after its next '
+                  'checkpoint; otherwise they are damaged (resuming the '
+                  'training sets them aside)')
+      raise ValueError(f'no readable checkpoint in {self.directory} (tried '
+                       f'steps {tried}); {advice}.')
     return None
+
+  def _restore_step(self, candidate, abstract_state, data_iterator,
+                    explain: bool):
+    """The state of one checkpoint, or None (with a warning) where it is
+    unreadable or not finite; `explain=False` raises instead."""
+    items = {'state': ocp.args.StandardRestore(abstract_state)}
+    if data_iterator is not None:
+      if (self.directory / str(candidate) / 'data').is_dir():
+        items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
+      else:
+        log.warning(
+            'The checkpoint of step %d holds no input position (it was '
+            'written with the data on the devices); the host input starts '
+            'a fresh pass, so the batches differ from an uninterrupted '
+            'run.', candidate)
+    try:
+      restored = self.manager.restore(candidate,
+                                      args=ocp.args.Composite(**items))
+    except Exception as error:  # orbax raises many types for damaged files
+      if not explain:
+        raise ValueError(f'the checkpoint of step {candidate} in '
+                         f'{self.directory} is unreadable: {error}') from error
+      log.warning('The checkpoint of step %d in %s is unreadable (%s: %s); '
+                  'falling back to the previous one.', candidate,
+                  self.directory, type(error).__name__,
+                  (str(error).splitlines() or [''])[0][:200])
+      return None
+    bad = non_finite_leaves(restored.state)
+    if bad:
+      log.warning('The checkpoint of step %d holds NaN or inf (%s); falling '
+                  'back to the previous one.', candidate, bad[0])
+      return None
+    return restored.state
 
   def _set_aside(self, steps) -> None:
     """Moves damaged checkpoints out of the manager's way, keeping them.
@@ -306,4 +338,8 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
-    self._quiet.uninstall()
+    self._remove_log_filter()
+
+  def _remove_log_filter(self) -> None:
+    if self._out_of_space_filter is not None:
+      logging.getLogger('absl').removeFilter(self._out_of_space_filter)

@@ -48,7 +48,8 @@ class Run:
   checkpointer: checkpoints.Checkpointer
   state: train_state.TrainState
   start: int                      # the step it resumes after (0: a new run)
-  step_fn: object                 # jitted (state, data) -> (state, metrics)
+  step_fn: object                 # jitted (state, data) -> (state, metrics);
+                                  # None for a finished run
   resident: jax.Array | None      # 'device': the dataset on the devices
   feed: input_pipeline.Prefetcher | None   # 'host': the batches
   lock: run_lock.RunLock | None   # the workdir's (process 0's)
@@ -126,6 +127,12 @@ def build_run(config: ml_collections.ConfigDict, workdir) -> Run:
   checkpoint or new; nothing trained yet. The caller closes it."""
   compilation.use_persistent_cache(config.run.compilation_cache)
   workdir = storage.workdir_path(workdir)
+  problem = storage.unwritable_part(workdir)
+  if problem:
+    raise PermissionError(
+        f'{problem}; the run writes there. Give yourself write access (after '
+        f'a run under sudo: sudo chown -R "$USER" {workdir}) or use another '
+        '--workdir.')
   # a missing dataset stops the run before the workdir is made
   source = input_pipeline.data_source(config.data, 'train')
   mesh = train.make_mesh()
@@ -166,6 +173,9 @@ def _assemble(cfg, workdir, lock, source, mesh, spec, loader) -> Run:
       train_state.abstract_state(setup, mesh, cfg.seed), iterator)
   if restored is not None:
     state, start = restored
+    if start >= cfg.train.num_iters:    # finished: nothing to load or compile
+      return Run(cfg, workdir, setup, mesh, checkpointer, state, start,
+                 step_fn=None, resident=None, feed=None, lock=lock)
     log.info('Resuming from the checkpoint of step %d in %s.', start, workdir)
   else:
     state, start = _initial_state(cfg, setup, mesh, source), 0

@@ -167,6 +167,33 @@ def workdir_problem(workdir: str | os.PathLike) -> str | None:
   return None
 
 
+def unwritable_part(workdir: str | os.PathLike) -> str | None:
+  """Why a run could not write somewhere in an existing local `workdir` (the
+  folder, its subfolders, its files), or None; None for URLs. Each folder
+  is probed by making and removing a folder in it, so that permissions and
+  read-only mounts (a workdir first written under sudo) are found in
+  seconds, before orbax's writes would wait out their timeouts."""
+  if is_url(workdir):
+    return None
+  root = os.fspath(workdir)
+  if not os.path.isdir(root):
+    return None
+  folders = [root] + sorted(entry.path for entry in os.scandir(root)
+                            if entry.is_dir(follow_symlinks=False))
+  for folder in folders:
+    probe = os.path.join(folder, f'.qagan_jax_probe_{uuid.uuid4().hex[:8]}')
+    try:
+      os.mkdir(probe)
+      os.rmdir(probe)
+    except OSError as error:
+      return f'{folder} is not writable ({error.strerror})'
+  for entry in os.scandir(root):
+    if entry.is_file(follow_symlinks=False) and not os.access(entry.path,
+                                                              os.W_OK):
+      return f'{entry.path} is not writable'
+  return None
+
+
 def _nearest_existing(path: str) -> str:
   """`path`, or its nearest parent that exists (local paths)."""
   while not os.path.exists(path):

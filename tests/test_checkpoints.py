@@ -131,3 +131,52 @@ def test_folder_names_orbax_cannot_read_back_are_refused(tmp_path):
                      r'sweep_1'):
     checkpoints.Checkpointer(tmp_path / 'sweep[1]' / 'checkpoints')
   assert not (tmp_path / 'sweep[1]').exists()
+
+
+def test_a_reader_follows_a_live_run_that_replaces_its_checkpoint(
+    tmp_path, monkeypatch, capfd):
+  """Sampling a run that trains with keep_checkpoints=1: the run's rotation
+  removes the checkpoint being read and writes the next; the reader takes
+  the new one, and moves nothing of the live run's aside."""
+  folder = tmp_path / 'checkpoints'
+  trainer = checkpoints.Checkpointer(folder, keep=1, training=True)
+  state = lambda v: {'w': jnp.full((4,), v, jnp.float32)}
+  trainer.save(1, state(1.0))
+  trainer.wait()
+  reader = checkpoints.Checkpointer(folder)
+  restore = reader.manager.restore
+
+  def meanwhile(step, **kwargs):
+    if step == 1:        # the live run saves step 2, and removes step 1
+      trainer.save(2, state(2.0))
+      trainer.wait()
+    return restore(step, **kwargs)
+
+  monkeypatch.setattr(reader.manager, 'restore', meanwhile)
+  restored, step = reader.restore(state(0.0))
+  assert step == 2 and float(restored['w'][0]) == 2.0
+  assert not (tmp_path / 'checkpoints.damaged').exists()
+  reader.close()
+  trainer.close()
+  assert 'Traceback' not in capfd.readouterr().err
+
+
+def test_damaged_array_files_fall_back_without_a_traceback(
+    stopped_run, copy_run, tiny_run_config, capfd, caplog):
+  """The arrays of the newest checkpoint truncated (its metadata intact):
+  tensorstore's abandoned reads report 'Event loop is closed' by the
+  hundred; the run falls back to the previous checkpoint, and prints none
+  of them."""
+  workdir = copy_run(stopped_run)
+  data = [p for p in (workdir / 'checkpoints' / '3').rglob('*')
+          if p.is_file() and '/d/' in str(p)]
+  assert data
+  for path in data:
+    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+  with caplog.at_level('WARNING'):
+    state = loop.train_and_evaluate(tiny_run_config(**QUIET), workdir,
+                                    stop_after=4)
+  assert int(state.step) == 4
+  assert 'step 3' in caplog.text and 'unreadable' in caplog.text
+  err = capfd.readouterr().err
+  assert 'Traceback' not in err and 'Event loop' not in err

@@ -1,9 +1,14 @@
 """A workdir belongs to one configuration and one live run: others are refused, naming why."""
 
 import json
+import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 
+from helpers import runs
 from helpers.locks import hold_in_another_process
 from qagan_jax import loop
 from qagan_jax import modes
@@ -87,3 +92,39 @@ def test_an_older_config_json_without_a_field_is_read_with_its_default(
   upgraded = json.loads(path.read_text())
   assert upgraded['loss']['adversarial'] == 'wasserstein'
   assert upgraded['data']['stl10_resolution'] == 48
+
+
+def _can_bind_read_only(folder) -> bool:
+  if not shutil.which('unshare'):
+    return False
+  return subprocess.run(
+      ['unshare', '-rm', 'sh', '-c', f'mount --bind {folder} {folder} && '
+       f'mount -o remount,bind,ro {folder}'], capture_output=True
+  ).returncode == 0
+
+
+def test_a_read_only_folder_in_the_workdir_is_refused_at_once(
+    stopped_run, tmp_path):
+  """checkpoints/ read-only inside a writable workdir (a first run under
+  sudo, another user now): refused at start, naming the folder, in
+  seconds (orbax's writes waited out a 300 s timeout)."""
+  workdir = tmp_path / 'run'
+  shutil.copytree(stopped_run, workdir)
+  folder = workdir / 'checkpoints'
+  if not _can_bind_read_only(folder):
+    pytest.skip('needs `unshare -rm` (user and mount namespaces) to mount a '
+                'read-only folder')
+  flags = ' '.join(f"'{flag}'" for flag in [
+      f'--config={runs.DEMO}', f'--workdir={workdir}', *runs.tiny_flags()])
+  began = time.monotonic()
+  result = subprocess.run(
+      ['unshare', '-rm', 'sh', '-c',
+       f'mount --bind {folder} {folder} && mount -o remount,bind,ro {folder} '
+       f'&& exec {sys.executable} -m qagan_jax.main {flags}'],
+      capture_output=True, text=True, timeout=300, cwd=runs.REPO_ROOT)
+  assert result.returncode == 1, result.stderr[-2000:]
+  assert time.monotonic() - began < 60
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith(f'qagan_jax: {folder} is not writable (Read-only')
+  assert 'Traceback' not in result.stderr
+  assert sorted(p.name for p in folder.iterdir()) == ['2', '3']

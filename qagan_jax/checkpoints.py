@@ -23,17 +23,30 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from qagan_jax import errors
 from qagan_jax import storage
 
 log = logging.getLogger(__name__)
 
 
-class NonFiniteStateError(RuntimeError):
+class NonFiniteStateError(errors.CheckpointError, RuntimeError):
   """The train state holds NaN or inf: training diverged."""
 
 
-class DiskFullError(OSError):
+class DiskFullError(errors.StorageError, OSError):
   """The workdir's disk has no room for what the run must write."""
+
+
+class NoCheckpointError(errors.CheckpointError, FileNotFoundError):
+  """A folder without the checkpoint asked for."""
+
+
+class UnreadableCheckpointError(errors.CheckpointError, ValueError):
+  """No checkpoint of a folder (or not the one asked for) can be read."""
+
+
+class CheckpointFolderError(errors.WorkdirError, ValueError):
+  """A folder where checkpoints could be saved but not read back."""
 
 
 def _megabytes(count: int) -> str:
@@ -117,7 +130,7 @@ class Checkpointer:
     self.directory = storage.workdir_path(directory)
     problem = storage.pattern_characters_problem(self.directory)
     if problem:                  # refused, rather than saved unreadable
-      raise ValueError(problem)
+      raise CheckpointFolderError(problem)
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
@@ -237,7 +250,7 @@ class Checkpointer:
     """
     self.manager.wait_until_finished()
     if step is not None and step not in self.all_steps():
-      raise FileNotFoundError(
+      raise NoCheckpointError(
           f'no checkpoint of step {step} in {self.directory}; there are '
           f'{self.all_steps() or "none"}.')
     tried, damaged = [], []
@@ -268,7 +281,8 @@ class Checkpointer:
         advice = ('if a run is training there, run this again after its next '
                   'checkpoint; otherwise they are damaged (resuming the '
                   'training sets them aside)')
-      raise ValueError(f'no readable checkpoint in {self.directory} (tried '
+      raise UnreadableCheckpointError(
+          f'no readable checkpoint in {self.directory} (tried '
                        f'steps {tried}); {advice}.')
     return None
 
@@ -291,8 +305,9 @@ class Checkpointer:
                                       args=ocp.args.Composite(**items))
     except Exception as error:  # orbax raises many types for damaged files
       if not explain:
-        raise ValueError(f'the checkpoint of step {candidate} in '
-                         f'{self.directory} is unreadable: {error}') from error
+        raise UnreadableCheckpointError(
+            f'the checkpoint of step {candidate} in {self.directory} is '
+            f'unreadable: {error}') from error
       log.warning('The checkpoint of step %d in %s is unreadable (%s: %s); '
                   'falling back to the previous one.', candidate,
                   self.directory, type(error).__name__,

@@ -20,6 +20,7 @@ from qagan_jax import input_pipeline
 from qagan_jax import losses
 from qagan_jax import models
 from qagan_jax import train_state
+from qagan_jax.errors import ConfigurationError
 from qagan_jax.evaluation import evaluator
 
 DATASET_RESOLUTION = {'cifar10': 32, 'stl10': 48, 'celeb_a': 64}
@@ -184,7 +185,7 @@ def _number(errors, name, value, low=0.0, high=math.inf, low_open=False,
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError listing every invalid field of `config`."""
+  """Raises ConfigurationError (a ValueError) listing every invalid field."""
   errors = []
   model, loss, run_cfg = config.model, config.loss, config.run
   train_cfg, data = config.train, config.data
@@ -285,4 +286,4 @@ def validate(config: ml_collections.ConfigDict) -> None:
       errors.append('loss.niqe.patch_size must be even, at least 14 and at '
                     f'most model.resolution, got {niqe_patch}')
   if errors:
-    raise ValueError('invalid config:\n  ' + '\n  '.join(errors))
+    raise ConfigurationError('invalid config:\n  ' + '\n  '.join(errors))

@@ -35,6 +35,7 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from qagan_jax import errors
 from qagan_jax import input_pipeline
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class DrawSpec:
 
   def __post_init__(self):
     if self.num_records < self.per_step:
-      raise ValueError(
+      raise errors.ConfigurationError(
           f'the dataset has {self.num_records} records, fewer than one step '
           f'draws (train.n_critic x train.batch_size = {self.per_step}).')
 
@@ -121,7 +122,7 @@ def choose_placement(placement: str, budget: float, num_records: int,
            f'budget {budget:g}')
   if placement == 'device':
     if need > memory:
-      raise ValueError(
+      raise errors.ResourceError(
           f'data.placement = device: the dataset needs {need / 2**30:.2f} '
           f'GiB on each device, more than its {memory / 2**30:.2f} GiB; use '
           "data.placement = 'host' (or 'auto'), or more devices.")

@@ -39,6 +39,8 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
+from qagan_jax import errors
+
 DATASETS = ('cifar10', 'stl10', 'celeb_a', 'natural_patches')
 # CelebA's aligned images are 218x178; the authors' centre crop.
 CELEBA_SIZE = (218, 178)
@@ -164,7 +166,7 @@ class NaturalPatches:
 # --- tfds sources ---------------------------------------------------------------------
 
 
-class DatasetNotPreparedError(FileNotFoundError):
+class DatasetNotPreparedError(errors.DataError, FileNotFoundError):
   """A tfds dataset that is not in its data_dir and cannot be downloaded."""
 
 
@@ -341,7 +343,7 @@ def process_batch_size(global_batch_size: int, *, device_count: int | None = Non
   process_count = (jax.process_count() if process_count is None
                    else process_count)
   if global_batch_size % device_count:
-    raise ValueError(
+    raise errors.ConfigurationError(
         f'the global batch size {global_batch_size} is not divisible by the '
         f'{device_count} devices; use a multiple of {device_count}.')
   return global_batch_size // process_count
@@ -382,8 +384,9 @@ def create_loader(data_config, global_batch_size: int, *, seed: int,
                                       shard_count=process_count,
                                       drop_remainder=True)
   if len(source) // process_count < batch:
-    raise ValueError(f'{data_config.dataset} has {len(source)} records, '
-                     f'fewer than one batch of {batch} per process.')
+    raise errors.ConfigurationError(
+        f'{data_config.dataset} has {len(source)} records, fewer than one '
+        f'batch of {batch} per process; lower train.batch_size.')
   workers = data_config.worker_count
   if workers < 0:
     workers = default_worker_count(jax.devices()[0].platform)

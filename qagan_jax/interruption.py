@@ -9,14 +9,19 @@ process of its run has gone.
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 
 import jax
 from jax.experimental import multihost_utils
 
+from qagan_jax import errors
 
-class PeerLostError(RuntimeError):
+log = logging.getLogger(__name__)
+
+
+class PeerLostError(errors.ClusterError, RuntimeError):
   """A collective with the other processes of a multi-process run failed."""
 
 
@@ -68,8 +73,20 @@ class StopRequests:
       signal.raise_signal(signum)
       return
     self.signal_name = signal.Signals(signum).name
+    # said at once: the step, a compilation or an evaluation under way may
+    # take a while to end
+    log.warning(
+        '%s: saving a checkpoint and stopping after the work under way; '
+        '%s again stops at once.', self.signal_name,
+        'Ctrl-C' if signum == signal.SIGINT else self.signal_name)
     if self._shared:                     # to the preemption notifier
       signal.raise_signal(signal.SIGTERM)
+
+  def before_training(self) -> str | None:
+    """A request that arrived before the first step (while the step
+    compiled, or the first evaluation ran), in a one-process run; None in a
+    multi-process run, whose processes stop together at a step."""
+    return None if self._shared else self.signal_name
 
   def should_stop(self, step: int) -> str | None:
     """The reason to stop after `step` (a signal's name), or None. Called

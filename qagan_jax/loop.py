@@ -18,6 +18,7 @@ come validated from the caller (main.py validates with qagan_jax.config).
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import math
 import os
 
@@ -31,6 +32,8 @@ from qagan_jax import run as run_lib
 from qagan_jax import sampling
 from qagan_jax import storage
 from qagan_jax import train_state
+
+log = logging.getLogger(__name__)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
@@ -123,60 +126,73 @@ class _Outputs:
 
 
 def _train(run: run_lib.Run, stop_after, on_step) -> train_state.TrainState:
-  cfg, state = run.config, run.state
-  total = cfg.train.num_iters
+  state = run.state
   if run.finished:     # nothing to compile
     return state
   # Compiling the step takes ~15-50 s on a CPU: a thread compiles it, into
   # jit's cache, while the first sample grid and evaluation run (XLA
   # compiles without the GIL).
-  compiling = concurrent.futures.ThreadPoolExecutor(1)
-  compiled_step = compiling.submit(lambda initial=state: run.step_fn.lower(
-      initial, run.input_shape()).compile())
-  compiling.shutdown(wait=False)
-  outputs = _Outputs(run)
-  writer = outputs.writer
+  with interruption.StopRequests() as requests:
+    compiling = concurrent.futures.ThreadPoolExecutor(1)
+    compiled_step = compiling.submit(lambda initial=state: run.step_fn.lower(
+        initial, run.input_shape()).compile())
+    compiling.shutdown(wait=False)
+    outputs = _Outputs(run)
+    writer = outputs.writer
+    if run.start == 0:
+      outputs.sample_and_evaluate(0, state, True, True)
+    compiled_step.result()   # waits; a compilation error surfaces here
+    if requests.before_training():
+      writer.close()
+      log.info('%s: stopped before step %d; nothing to save (%s).',
+               requests.signal_name, run.start + 1,
+               f'the newest checkpoint is step {run.start}' if run.start
+               else 'no step was trained')
+      return state
+    return _steps(run, state, outputs, requests, stop_after, on_step)
+
+
+def _steps(run, state, outputs, requests, stop_after, on_step):
+  """The training steps from run.start, until the end, a stop request or
+  `stop_after`."""
+  cfg, total, writer = run.config, run.config.train.num_iters, outputs.writer
   gen_schedule, _ = train_state.learning_rate_schedules(cfg.train)
-  if run.start == 0:
-    outputs.sample_and_evaluate(0, state, True, True)
-  compiled_step.result()   # waits; a compilation error surfaces here
   progress = reporting.Progress(total, run.start, cfg.run.progress_bar)
   last_saved = run.start
   stopped_by = None
-  with interruption.StopRequests() as requests:
-    for step in range(run.start, total):
-      state, metrics = run.step_fn(state, run.step_input())
-      done = step + 1
-      progress.update()
-      if due(done, cfg.run.log_every, total):
-        values = {k: float(v) for k, v in train_state.host_value(metrics).items()}
-        bad = [k for k, v in values.items() if not math.isfinite(v)]
-        if bad:
-          raise checkpoints.NonFiniteStateError(
-              f'training diverged at step {done}: {", ".join(bad)} not '
-              f'finite. Nothing was saved after step {last_saved}; lower '
-              'train.learning_rate or the penalty weights, and resume.')
-        values['learning_rate'] = float(gen_schedule(step))
-        writer.scalars(done, values)
-        progress.show(values)
-      outputs.sample_and_evaluate(done, state,
-                                  due(done, cfg.run.sample_every, total),
-                                  due(done, cfg.run.eval_every, total))
-      stopped_by = requests.should_stop(done) or (
-          'stop_after' if stop_after is not None and done >= stop_after
-          else None)
-      if due(done, cfg.run.checkpoint_every, total) or (
-          stopped_by and last_saved != done):
-        writer.flush()     # the metrics of the steps it holds, first
-        run.checkpointer.save(done, state, run.data_position())
-        last_saved = done
-      if on_step is not None:
-        on_step(done, state)
-      if stopped_by:
-        progress.write(f'{stopped_by}: stopped at step {done} with a '
-                       f'checkpoint in {run.workdir}; run the same command '
-                       'to resume.')
-        break
+  for step in range(run.start, total):
+    state, metrics = run.step_fn(state, run.step_input())
+    done = step + 1
+    progress.update()
+    if due(done, cfg.run.log_every, total):
+      values = {k: float(v) for k, v in train_state.host_value(metrics).items()}
+      bad = [k for k, v in values.items() if not math.isfinite(v)]
+      if bad:
+        raise checkpoints.NonFiniteStateError(
+            f'training diverged at step {done}: {", ".join(bad)} not '
+            f'finite. Nothing was saved after step {last_saved}; lower '
+            'train.learning_rate or the penalty weights, and resume.')
+      values['learning_rate'] = float(gen_schedule(step))
+      writer.scalars(done, values)
+      progress.show(values)
+    outputs.sample_and_evaluate(done, state,
+                                due(done, cfg.run.sample_every, total),
+                                due(done, cfg.run.eval_every, total))
+    stopped_by = requests.should_stop(done) or (
+        'stop_after' if stop_after is not None and done >= stop_after
+        else None)
+    if due(done, cfg.run.checkpoint_every, total) or (
+        stopped_by and last_saved != done):
+      writer.flush()     # the metrics of the steps it holds, first
+      run.checkpointer.save(done, state, run.data_position())
+      last_saved = done
+    if on_step is not None:
+      on_step(done, state)
+    if stopped_by:
+      progress.write(f'{stopped_by}: stopped at step {done} with a '
+                     f'checkpoint in {run.workdir}; run the same command '
+                     'to resume.')
+      break
   progress.close()
   writer.close()
   if outputs.lead and not stopped_by:

@@ -23,6 +23,7 @@ import logging
 import os
 import pathlib
 import re
+import signal
 import sys
 
 from absl import app
@@ -31,6 +32,7 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from qagan_jax import config as config_lib
+from qagan_jax import errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, e.g. configs/cifar10_ssim.py.',
@@ -55,11 +57,20 @@ _DISTRIBUTED = flags.DEFINE_enum(
     "Call jax.distributed.initialize(): 'auto' when the environment describes "
     'a multi-host job (Cloud TPU pod slice, SLURM, Open MPI, or '
     'JAX_COORDINATOR_ADDRESS).')
+_TRACEBACK = flags.DEFINE_boolean(
+    'traceback', False, 'On a failure, show the stack as well as the one-line '
+    'message (for a bug report).')
 _HEARTBEAT = flags.DEFINE_integer(
     'heartbeat_timeout', 100, 'Multi-process runs: seconds without news '
     'from a process after which the others treat it as dead and stop.')
 
 log = logging.getLogger('qagan_jax')
+
+if __name__ == '__mp_main__':
+  # A worker process of the input pipeline (multiprocessing's spawn runs
+  # this module under that name): Ctrl-C in a terminal reaches every process
+  # of the group, and the run stops its workers itself once it has saved.
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _config_path(argv) -> str | None:
@@ -192,53 +203,68 @@ def main(argv):
   if problem:
     sys.exit(f'qagan_jax: {problem}')
   _maybe_initialize_distributed(_DISTRIBUTED.value, _HEARTBEAT.value)
-  from qagan_jax import checkpoints  # pylint: disable=g-import-not-at-top
-  from qagan_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   from qagan_jax import interruption  # pylint: disable=g-import-not-at-top
-  from qagan_jax import loop  # pylint: disable=g-import-not-at-top
-  from qagan_jax import modes  # pylint: disable=g-import-not-at-top
-  from qagan_jax import run_lock  # pylint: disable=g-import-not-at-top
-  from qagan_jax import train_state  # pylint: disable=g-import-not-at-top
-  from qagan_jax import workdirs  # pylint: disable=g-import-not-at-top
-  from qagan_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
   try:
-    if _MODE.value == 'train':
-      log.info('Training %s in %s.', config.loss.method, workdir)
-      state = loop.train_and_evaluate(config, workdir,
-                                      stop_after=_STOP_AFTER.value)
-      done = int(train_state.host_value(state.step))
-      if done >= config.train.num_iters:
-        log.info('Done: %d iterations. Sample grids in %s/samples, losses '
-                 'and metrics in %s/loss_curves.png and metrics.jsonl.',
-                 done, workdir, workdir)
-    elif _MODE.value == 'check':
-      from qagan_jax import preflight  # pylint: disable=g-import-not-at-top
-      found = preflight.measure(config, workdir)
-      print(preflight.text(found))
-      print(preflight.json_line(found))
-    elif _MODE.value == 'sample':
-      path = modes.sample(config, workdir, _NUM_SAMPLES.value or 64,
-                          _STEP.value)
-      print(f'wrote {path} and {path.with_suffix(".npz")}')
-    else:
-      path = modes.evaluate_run(config, workdir, step=_STEP.value,
-                                num_samples=_NUM_SAMPLES.value)
-      if path.exists():     # written by process 0
-        print(path.read_text(), end='')
-        print(f'wrote {path}')
+    _run_mode(_MODE.value, config, workdir)
   except interruption.PeerLostError as error:
     print(f'qagan_jax: {error}', file=sys.stderr, flush=True)
     logging.shutdown()
     # at once: jax.distributed's orderly shutdown would wait for the lost
     # process until its heartbeat times out, then abort
     os._exit(1)  # pylint: disable=protected-access
-  except (input_pipeline.DatasetNotPreparedError,
-          workdirs.WorkdirMismatchError, workdirs.WorkdirConfigError,
-          checkpoints.NonFiniteStateError,
-          evaluator.NonFiniteSamplesError,
-          run_lock.WorkdirBusyError, OSError) as error:
-    # OSError: a missing checkpoint or pristine file, a full or read-only disk
-    sys.exit(f'qagan_jax: {error}')
+  except KeyboardInterrupt:
+    # a Ctrl-C outside training, or a second one within it: at once, not
+    # after a compilation still under way in another thread
+    print('qagan_jax: interrupted; run the same command to resume from the '
+          'newest checkpoint.', file=sys.stderr, flush=True)
+    logging.shutdown()
+    os._exit(130)  # pylint: disable=protected-access
+  except Exception as error:  # pylint: disable=broad-except
+    message = failure_message(error)
+    if message is None or _TRACEBACK.value:
+      raise
+    sys.exit(f'qagan_jax: {message}')
+
+
+def failure_message(error: BaseException) -> str | None:
+  """The message that a failure of a run's environment or input is told
+  with (an errors.QaganError, an OSError: a missing file, a full or
+  read-only disk; memory running out); None for anything else, a bug,
+  whose traceback is shown."""
+  if isinstance(error, (errors.QaganError, OSError)):
+    return str(error)
+  resource = errors.as_resource_error(error)
+  return None if resource is None else str(resource)
+
+
+def _run_mode(mode: str, config, workdir: str) -> None:
+  from qagan_jax import loop  # pylint: disable=g-import-not-at-top
+  from qagan_jax import modes  # pylint: disable=g-import-not-at-top
+  from qagan_jax import train_state  # pylint: disable=g-import-not-at-top
+  if mode == 'train':
+    log.info('Training %s in %s.', config.loss.method, workdir)
+    state = loop.train_and_evaluate(config, workdir,
+                                    stop_after=_STOP_AFTER.value)
+    done = int(train_state.host_value(state.step))
+    if done >= config.train.num_iters:
+      log.info('Done: %d iterations. Sample grids in %s/samples, losses '
+               'and metrics in %s/loss_curves.png and metrics.jsonl.',
+               done, workdir, workdir)
+  elif mode == 'check':
+    from qagan_jax import preflight  # pylint: disable=g-import-not-at-top
+    found = preflight.measure(config, workdir)
+    print(preflight.text(found))
+    print(preflight.json_line(found))
+  elif mode == 'sample':
+    path = modes.sample(config, workdir, _NUM_SAMPLES.value or 64,
+                        _STEP.value)
+    print(f'wrote {path} and {path.with_suffix(".npz")}')
+  else:
+    path = modes.evaluate_run(config, workdir, step=_STEP.value,
+                              num_samples=_NUM_SAMPLES.value)
+    if path.exists():     # written by process 0
+      print(path.read_text(), end='')
+      print(f'wrote {path}')
 
 
 def run(argv=None):

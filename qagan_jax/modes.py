@@ -33,8 +33,9 @@ def restore_state(config: ml_collections.ConfigDict, workdir, step=None):
   compilation.use_persistent_cache(config.run.compilation_cache)
   workdir = storage.workdir_path(workdir)
   if not (workdir / 'checkpoints').is_dir():
-    raise FileNotFoundError(f'no checkpoints in {workdir}; train first, or '
-                            'pass the --workdir of a trained run.')
+    raise checkpoints.NoCheckpointError(
+        f'no checkpoints in {workdir}; train first, or pass the --workdir of '
+        'a trained run.')
   workdirs.check_config(config, workdir)
   setup = train_state.build(config)
   checkpointer = checkpoints.Checkpointer(workdir / 'checkpoints',
@@ -43,7 +44,8 @@ def restore_state(config: ml_collections.ConfigDict, workdir, step=None):
       train_state.abstract_state(setup, train.make_mesh(), config.seed), step=step)
   checkpointer.close()
   if restored is None:
-    raise FileNotFoundError(f'no checkpoints in {workdir / "checkpoints"}.')
+    raise checkpoints.NoCheckpointError(
+        f'no checkpoints in {workdir / "checkpoints"}.')
   return setup, restored[0], restored[1]
 
 

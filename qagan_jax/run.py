@@ -129,7 +129,7 @@ def build_run(config: ml_collections.ConfigDict, workdir) -> Run:
   workdir = storage.workdir_path(workdir)
   problem = storage.unwritable_part(workdir)
   if problem:
-    raise PermissionError(
+    raise storage.UnwritableError(
         f'{problem}; the run writes there. Give yourself write access (after '
         f'a run under sudo: sudo chown -R "$USER" {workdir}) or use another '
         '--workdir.')

@@ -33,6 +33,7 @@ import time
 
 from etils import epath
 
+from qagan_jax import errors
 from qagan_jax import storage
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ RENEW_EVERY = 15.0       # seconds
 STALE_AFTER = 120.0      # seconds without renewal: the holder is gone
 
 
-class WorkdirBusyError(RuntimeError):
+class WorkdirBusyError(errors.WorkdirError, RuntimeError):
   """Another live run trains in the workdir."""
 
 

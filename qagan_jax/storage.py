@@ -21,6 +21,8 @@ import uuid
 import numpy as np
 from etils import epath
 
+from qagan_jax import errors
+
 
 def workdir_path(workdir: str | os.PathLike) -> epath.Path:
   """`workdir` as an epath.Path: a URL as given, a local path absolute.
@@ -30,7 +32,7 @@ def workdir_path(workdir: str | os.PathLike) -> epath.Path:
     try:
       return epath.Path(text)
     except KeyError:
-      raise ValueError(
+      raise errors.ConfigurationError(
           f'{text}: {scheme(text)}:// is not a storage this package can '
           'write to; use a local path or a gs://, s3://, az:// or hf:// '
           'URL (etils.epath, as orbax).') from None
@@ -46,6 +48,10 @@ def scheme(path: str | os.PathLike) -> str | None:
   """'gs', 's3', ... for a URL; None for a local path."""
   text = os.fspath(path)
   return text.split('://', 1)[0] if is_url(text) else None
+
+
+class UnwritableError(errors.StorageError, PermissionError):
+  """A folder or file of the run cannot be written."""
 
 
 def user_cache_dir() -> str:

@@ -26,6 +26,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from qagan_jax import compilation
+from qagan_jax import errors
 from qagan_jax import input_pipeline
 from qagan_jax import losses
 from qagan_jax import quality
@@ -229,7 +230,7 @@ def make_train_step(setup: train_state.Setup, mesh: Mesh, *, batch_size: int,
   for name, size in (('batch_size', batch_size),
                      ('generator_batch_size', generator_batch_size)):
     if size % devices:
-      raise ValueError(
+      raise errors.ConfigurationError(
           f'train.{name} = {size} is not divisible by the {devices} devices '
           f'of the mesh; use a multiple of {devices}.')
   platform = mesh.devices.flat[0].platform

@@ -23,6 +23,7 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
+from qagan_jax import errors
 from qagan_jax import input_pipeline
 from qagan_jax import run_lock
 from qagan_jax import storage
@@ -44,11 +45,11 @@ STRUCTURAL_FIELDS = (
 )
 
 
-class WorkdirMismatchError(ValueError):
+class WorkdirMismatchError(errors.WorkdirError, ValueError):
   """The workdir holds a run of a structurally different config."""
 
 
-class WorkdirConfigError(ValueError):
+class WorkdirConfigError(errors.WorkdirError, ValueError):
   """The workdir's config.json cannot be read."""
 
 

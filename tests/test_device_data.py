@@ -11,6 +11,7 @@ from jax.sharding import PartitionSpec as P
 
 from helpers import numerics
 from qagan_jax import device_data
+from qagan_jax import errors
 from qagan_jax import input_pipeline
 from qagan_jax import train
 
@@ -174,7 +175,7 @@ def test_auto_placement_follows_the_budget():
   assert placement == 'host' and 'does not fit' in why
   assert choose('host', 0.25)[0] == 'host'
   assert choose('device', 1e-6)[0] == 'device'    # insisted on, and it fits
-  with pytest.raises(ValueError, match="data.placement = 'host'"):
+  with pytest.raises(errors.ResourceError, match="data.placement = 'host'"):
     device_data.choose_placement('device', 0.25, 10**9, 96, mesh)
   with pytest.raises(ValueError, match='must be one of'):
     choose('gpu', 0.25)

@@ -1,6 +1,12 @@
 """How a run is told to stop: a lost peer is told from other errors by what the runtime says."""
 
+import logging
+import os
+import signal
+import time
+
 import jax
+import pytest
 
 from qagan_jax import interruption
 
@@ -17,3 +23,21 @@ def test_a_failed_collective_is_told_from_other_errors():
   # an ordinary error of the run is not a lost peer
   assert not interruption.collective_failed(ValueError(
       'the checkpoint of step 4 is unreadable'))
+
+
+def test_a_signal_is_acknowledged_at_once_and_a_second_one_stops(caplog):
+  """Ctrl-C while the step compiles or an evaluation runs: said at once,
+  seen before the first step; a second Ctrl-C stops without waiting."""
+  previous = signal.getsignal(signal.SIGINT)
+  with caplog.at_level(logging.WARNING):
+    with interruption.StopRequests() as requests:
+      assert requests.before_training() is None
+      os.kill(os.getpid(), signal.SIGINT)
+      assert requests.before_training() == 'SIGINT'
+      assert requests.should_stop(1) == 'SIGINT'
+      assert 'SIGINT: saving a checkpoint and stopping' in caplog.text
+      assert 'Ctrl-C again stops at once' in caplog.text
+      with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)    # the handler runs between bytecodes
+  assert signal.getsignal(signal.SIGINT) is previous

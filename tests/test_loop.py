@@ -14,6 +14,7 @@ import pytest
 from qagan_jax import checkpoints
 from qagan_jax import loop
 from qagan_jax import modes
+from qagan_jax import reporting
 from qagan_jax import sampling
 from qagan_jax import train
 
@@ -99,6 +100,27 @@ def test_sigterm_saves_a_checkpoint_that_resumes(stopped_run, copy_run,
   assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL   # restored
   resumed = loop.train_and_evaluate(config, workdir)
   assert_same_state(resumed, final_state(config, trained_run))
+
+
+def test_ctrl_c_before_the_first_step_stops_without_training(
+    tmp_path, tiny_run_config, monkeypatch, caplog):
+  """Ctrl-C while the step compiles and the first grid is drawn: the run
+  stops when they end, without a step and without a checkpoint."""
+  save_png = reporting.save_png
+
+  def interrupt_then_save(image, path):
+    os.kill(os.getpid(), signal.SIGINT)   # the loop's handler takes it
+    save_png(image, path)
+
+  monkeypatch.setattr(reporting, 'save_png', interrupt_then_save)
+  workdir = tmp_path / 'run'
+  with caplog.at_level(logging.INFO):
+    state = loop.train_and_evaluate(
+        tiny_run_config(eval__train_metrics=()), workdir)
+  assert int(state.step) == 0
+  assert 'SIGINT: stopped before step 1; nothing to save' in caplog.text
+  assert not any((workdir / 'checkpoints').glob('[0-9]*'))
+  assert (workdir / 'samples' / 'step_0000000.png').exists()
 
 
 @pytest.mark.slow

@@ -3,6 +3,8 @@
 import json
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -205,3 +207,17 @@ def test_every_bad_command_line_gets_one_clear_message(tmp_path, trained_run):
   assert not (tmp_path / 'run').exists()   # nothing was started
   assert not (tmp_path / 'sweep[1]').exists()
   assert not (empty / 'runs').exists()
+
+
+def test_input_workers_leave_ctrl_c_to_the_run():
+  """Ctrl-C in a terminal reaches every process of the group; grain's worker
+  processes, which multiprocessing starts by running this module as
+  __mp_main__, ignore it (the run stops them after saving) rather than
+  print a KeyboardInterrupt traceback each and leak their shared memory."""
+  code = ('import runpy, signal\n'
+          "runpy.run_module('qagan_jax.main', run_name='__mp_main__', "
+          'alter_sys=True)\n'
+          'print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)\n')
+  done = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                        text=True, check=True, cwd=REPO_ROOT, timeout=120)
+  assert done.stdout.strip() == 'True', done.stderr

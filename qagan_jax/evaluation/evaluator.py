@@ -22,6 +22,7 @@ import jax
 import numpy as np
 from etils import epath
 
+from qagan_jax import errors
 from qagan_jax import input_pipeline
 from qagan_jax import storage
 from qagan_jax.evaluation import inception
@@ -82,7 +83,7 @@ def reference_images(data_config, split: str, count: int) -> np.ndarray:
   return input_pipeline.split_images(data_config, 'train', count)
 
 
-class NonFiniteSamplesError(ValueError):
+class NonFiniteSamplesError(errors.CheckpointError, ValueError):
   """Samples with NaN or inf: a diverged generator, not a measurement."""
 
   def __init__(self, bad: int, total: int):

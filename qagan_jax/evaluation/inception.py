@@ -32,6 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from qagan_jax import errors
+
 WEIGHTS_URL = ('https://github.com/mseitzer/pytorch-fid/releases/download/'
                'fid_weights/pt_inception-2015-12-05-6726825d.pth')
 WEIGHTS_FILE = 'pt_inception-2015-12-05-6726825d.pth'
@@ -40,8 +42,12 @@ NUM_CLASSES = 1008
 FEATURES = 2048
 
 
-class InceptionWeightsMissing(FileNotFoundError):
+class InceptionWeightsMissing(errors.DataError, FileNotFoundError):
   """The converted Inception weights are not where they were looked for."""
+
+
+class InvalidInceptionWeights(errors.DataError, ValueError):
+  """A weights file that cannot be read, or holds other weights."""
 
 
 def default_weights_path() -> pathlib.Path:
@@ -243,8 +249,9 @@ def convert_torch_state_dict(state_dict) -> dict[str, Any]:
                          'running_var': ('batch_stats', 'var')}[leaf]
       flat[(collection, *path, key)] = value
     else:
-      raise ValueError(f'unexpected entry {name!r} in the state dict: not '
-                       "pytorch-fid's FID Inception")
+      raise InvalidInceptionWeights(
+          f'unexpected entry {name!r} in the state dict: not '
+          "pytorch-fid's FID Inception")
   variables = traverse_util.unflatten_dict(flat)
   _check_structure(variables)
   return variables
@@ -289,9 +296,9 @@ def _check_structure(variables) -> None:
     missing = sorted(set(want) - set(have))[:3]
     extra = sorted(set(have) - set(want))[:3]
     wrong = sorted(k for k in set(want) & set(have) if want[k] != have[k])[:3]
-    raise ValueError('these are not the FID Inception weights: '
-                     f'missing {missing}, unexpected {extra}, wrong shapes '
-                     f'{wrong}')
+    raise InvalidInceptionWeights(
+        'these are not the FID Inception weights: missing '
+        f'{missing}, unexpected {extra}, wrong shapes {wrong}')
 
 
 def save_weights(variables, path) -> None:
@@ -314,8 +321,9 @@ def load_weights(path=None) -> dict[str, Any]:
       variables = traverse_util.unflatten_dict(
           {k: stored[k] for k in stored.files}, sep='/')
   except Exception as error:  # zipfile and numpy raise several types
-    raise ValueError(f'{path} is not a readable weights file ({error}); '
-                     'convert the weights again.') from error
+    raise InvalidInceptionWeights(
+        f'{path} is not a readable weights file ({error}); convert the '
+        'weights again.') from error
   _check_structure(variables)
   return variables
 

@@ -98,14 +98,17 @@ def out_of_memory(error: BaseException) -> bool:
   return 'RESOURCE_EXHAUSTED' in text or 'out of memory' in text.lower()
 
 
-def as_resource_error(error: BaseException) -> ResourceError | None:
+def as_resource_error(error: BaseException,
+                      plan: str = '') -> ResourceError | None:
   """The ResourceError that `error` means, if it is memory running out
-  (its first line kept: it names the allocation); None otherwise."""
+  (its first line kept: it names the allocation; `plan`, a sentence on
+  what the work was planned to need, after it); None otherwise."""
   if not out_of_memory(error):
     return None
   lines = [line.strip() for line in str(error).splitlines() if line.strip()]
   where = 'the host' if isinstance(error, MemoryError) else 'the devices'
   detail = f' ({lines[0]})' if lines else ''
+  plan = f' {plan}' if plan else ''
   return ResourceError(
-      f'{where} ran out of memory{detail}. {ResourceError.remedy} Training '
-      'resumes from its newest checkpoint with a smaller batch.')
+      f'{where} ran out of memory{detail}.{plan} {ResourceError.remedy} '
+      'Training resumes from its newest checkpoint with a smaller batch.')

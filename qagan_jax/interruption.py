@@ -83,9 +83,10 @@ class StopRequests:
       signal.raise_signal(signal.SIGTERM)
 
   def before_training(self) -> str | None:
-    """A request that arrived before the first step (while the step
-    compiled, or the first evaluation ran), in a one-process run; None in a
-    multi-process run, whose processes stop together at a step."""
+    """A request that arrived before the first step (during the start-up,
+    while the step compiled or the first evaluation ran), in a one-process
+    run; None in a multi-process run, whose processes stop together at a
+    step."""
     return None if self._shared else self.signal_name
 
   def should_stop(self, step: int) -> str | None:

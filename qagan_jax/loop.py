@@ -26,6 +26,7 @@ import jax
 import ml_collections
 
 from qagan_jax import checkpoints
+from qagan_jax import errors
 from qagan_jax import interruption
 from qagan_jax import reporting
 from qagan_jax import run as run_lib
@@ -48,10 +49,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
     on_step: called as `on_step(step, state)` after every step's work (for
       benchmarks).
   """
-  run = run_lib.build_run(config, workdir)
+  # signals from here on are requests to stop: one during the start-up is
+  # seen before the step compiles
+  with interruption.StopRequests() as requests:
+    run = run_lib.build_run(config, workdir)
+    return _train_run(run, requests, stop_after, on_step)
+
+
+def _train_run(run, requests, stop_after, on_step) -> train_state.TrainState:
+  """`_train`, with its errors told as what they mean and the run closed."""
   peer_lost = disk_full = False
   try:
-    return _train(run, stop_after, on_step)
+    return _train(run, requests, stop_after, on_step)
   except checkpoints.DiskFullError:
     disk_full = True
     raise
@@ -125,31 +134,59 @@ class _Outputs:
       self.writer.scalars(step, {f'eval/{k}': v for k, v in results.items()})
 
 
-def _train(run: run_lib.Run, stop_after, on_step) -> train_state.TrainState:
+def _train(run: run_lib.Run, requests: interruption.StopRequests, stop_after,
+           on_step) -> train_state.TrainState:
   state = run.state
   if run.finished:     # nothing to compile
     return state
+  if requests.before_training():     # during the start-up
+    return _stopped_before_training(run, requests)
   # Compiling the step takes ~15-50 s on a CPU: a thread compiles it, into
   # jit's cache, while the first sample grid and evaluation run (XLA
   # compiles without the GIL).
-  with interruption.StopRequests() as requests:
-    compiling = concurrent.futures.ThreadPoolExecutor(1)
-    compiled_step = compiling.submit(lambda initial=state: run.step_fn.lower(
-        initial, run.input_shape()).compile())
-    compiling.shutdown(wait=False)
+  compiling = concurrent.futures.ThreadPoolExecutor(1)
+  compiled_step = compiling.submit(lambda initial=state: run.step_fn.lower(
+      initial, run.input_shape()).compile())
+  compiling.shutdown(wait=False)
+  try:
     outputs = _Outputs(run)
-    writer = outputs.writer
     if run.start == 0:
       outputs.sample_and_evaluate(0, state, True, True)
     compiled_step.result()   # waits; a compilation error surfaces here
     if requests.before_training():
-      writer.close()
-      log.info('%s: stopped before step %d; nothing to save (%s).',
-               requests.signal_name, run.start + 1,
-               f'the newest checkpoint is step {run.start}' if run.start
-               else 'no step was trained')
-      return state
+      outputs.writer.close()
+      return _stopped_before_training(run, requests)
     return _steps(run, state, outputs, requests, stop_after, on_step)
+  except jax.errors.JaxRuntimeError as error:
+    if not errors.out_of_memory(error):
+      raise
+    raise errors.as_resource_error(
+        error, planned_memory(compiled_step)) from error
+
+
+def _stopped_before_training(run, requests) -> train_state.TrainState:
+  log.info('%s: stopped before step %d; nothing to save (%s).',
+           requests.signal_name, run.start + 1,
+           f'the newest checkpoint is step {run.start}' if run.start
+           else 'no step was trained')
+  return run.state
+
+
+def planned_memory(compiling: concurrent.futures.Future) -> str:
+  """What the compiled training step needs on a device as XLA planned it,
+  and what the device holds, in a sentence ('' before it compiled)."""
+  if not compiling.done() or compiling.exception() is not None:
+    return ''
+  stats = compiling.result().memory_analysis()
+  if stats is None:
+    return ''
+  need = stats.peak_memory_in_bytes or (
+      stats.argument_size_in_bytes + stats.output_size_in_bytes
+      + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+  limit = (jax.local_devices()[0].memory_stats() or {}).get('bytes_limit')
+  held = f' of the {limit / 2**30:.2f} GiB it holds' if limit else ''
+  return (f'The training step needs {need / 2**30:.2f} GiB a device{held}, '
+          'as XLA planned it.')
 
 
 def _steps(run, state, outputs, requests, stop_after, on_step):

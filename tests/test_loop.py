@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 import signal
 
 import chex
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from qagan_jax import checkpoints
+from qagan_jax import errors
 from qagan_jax import loop
 from qagan_jax import modes
 from qagan_jax import reporting
@@ -121,6 +123,33 @@ def test_ctrl_c_before_the_first_step_stops_without_training(
   assert 'SIGINT: stopped before step 1; nothing to save' in caplog.text
   assert not any((workdir / 'checkpoints').glob('[0-9]*'))
   assert (workdir / 'samples' / 'step_0000000.png').exists()
+
+
+def test_out_of_device_memory_is_told_with_what_the_step_needs(
+    stopped_run, copy_run, tiny_run_config):
+  """A device that runs out of memory mid-run (as XLA reports it on a GPU):
+  a ResourceError naming the allocation, the step's planned memory and
+  what to lower; no checkpoint is lost."""
+  workdir = copy_run(stopped_run)
+  before = checkpoint_steps(workdir)
+
+  class OutOfMemory(jax.errors.JaxRuntimeError):
+    pass
+
+  def exhaust(step, state):
+    del step, state
+    raise OutOfMemory('RESOURCE_EXHAUSTED: Out of memory while trying to '
+                      'allocate 9663676416 bytes.\nBufferAssignment OOM')
+
+  with pytest.raises(errors.ResourceError) as raised:
+    loop.train_and_evaluate(tiny_run_config(**QUIET), workdir,
+                            on_step=exhaust)
+  message = str(raised.value)
+  assert 'allocate 9663676416 bytes' in message, message
+  assert re.search(r'The training step needs \d+\.\d\d GiB a device',
+                   message), message
+  assert 'train.batch_size' in message and 'BufferAssignment' not in message
+  assert set(before) <= set(checkpoint_steps(workdir))   # none lost
 
 
 @pytest.mark.slow

@@ -38,6 +38,7 @@ import zlib
 import jax
 import numpy as np
 
+from qagan_jax import compilation
 from qagan_jax import config as config_lib
 from qagan_jax import input_pipeline
 from qagan_jax import loop
@@ -129,20 +130,6 @@ def _per_iteration(times, window):
   return statistics.median(np.diff(times)) / window
 
 
-def program_bytes(compiled) -> int | None:
-  """Device memory a compiled program needs at its peak, by XLA's analysis:
-  its arguments, outputs and temporaries, less the donated buffers reused
-  for outputs (None where the backend does not say)."""
-  try:
-    memory = compiled.memory_analysis()
-  except (NotImplementedError, AttributeError):
-    return None
-  if memory is None:
-    return None
-  return int(memory.argument_size_in_bytes + memory.output_size_in_bytes
-             + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
-
-
 def measure(config, placement: str, iters: int, warmup: int, window: int,
             workdir) -> dict:
   config = config.copy_and_resolve_references()
@@ -163,7 +150,7 @@ def measure(config, placement: str, iters: int, warmup: int, window: int,
   began = time.perf_counter()
   compiled = run.step_fn.lower(state, data).compile()
   compile_s = time.perf_counter() - began
-  memory = program_bytes(compiled)
+  memory = compilation.program_bytes(compiled)
 
   times = []
 

@@ -31,11 +31,10 @@ import time
 import jax
 import numpy as np
 
+from qagan_jax import compilation
 from qagan_jax import models
 from qagan_jax import train
 from qagan_jax import train_state
-
-from benchmark_e2e import program_bytes  # experiments/ is on sys.path
 
 
 def build_variant(method, args, mesh, compiler_options=None,
@@ -69,7 +68,7 @@ def build_variant(method, args, mesh, compiler_options=None,
   return {
       'compiled': compiled, 'state': state, 'real': real,
       'compile_s': compile_s, 'n_critic': config.train.n_critic,
-      'program_bytes': program_bytes(compiled),
+      'program_bytes': compilation.program_bytes(compiled),
       'params_G': models.count_params(state.gen_params),
       'params_D': models.count_params(state.critic_params),
   }

@@ -25,6 +25,10 @@ compilation cache for a run (by default in the user cache, beside the
 reference statistics): a resumed run, the sample and evaluate modes, a
 preflight check followed by its run, or a second run of a config load
 their programs from disk instead of compiling them again.
+
+`program_bytes(compiled)` is the device memory a compiled program needs by
+XLA's own plan: the figure `--mode=check` reports, and the one an
+out-of-memory error in training is told with.
 """
 
 from __future__ import annotations
@@ -134,3 +138,23 @@ def use_persistent_cache(setting: str) -> str | None:
     if 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS' not in os.environ:
       jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
   return folder
+
+
+def program_bytes(compiled) -> int | None:
+  """Device memory a compiled program needs at its peak, by XLA's analysis:
+  its arguments, outputs and temporaries, less the donated buffers reused
+  for outputs (None where the backend does not say)."""
+  try:
+    memory = compiled.memory_analysis()
+  except (NotImplementedError, AttributeError):
+    return None
+  if memory is None:
+    return None
+  return int(memory.argument_size_in_bytes + memory.output_size_in_bytes
+             + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
+
+
+def device_memory_limit() -> int | None:
+  """Bytes a local device may hold (None where the platform does not say,
+  as XLA:CPU)."""
+  return (jax.local_devices()[0].memory_stats() or {}).get('bytes_limit')

@@ -26,6 +26,7 @@ import jax
 import ml_collections
 
 from qagan_jax import checkpoints
+from qagan_jax import compilation
 from qagan_jax import errors
 from qagan_jax import interruption
 from qagan_jax import reporting
@@ -173,20 +174,18 @@ def _stopped_before_training(run, requests) -> train_state.TrainState:
 
 
 def planned_memory(compiling: concurrent.futures.Future) -> str:
-  """What the compiled training step needs on a device as XLA planned it,
-  and what the device holds, in a sentence ('' before it compiled)."""
+  """What the compiled training step needs on a device as XLA planned it
+  (`compilation.program_bytes`, the figure `--mode=check` reports), and
+  what the device holds, in a sentence ('' before it compiled)."""
   if not compiling.done() or compiling.exception() is not None:
     return ''
-  stats = compiling.result().memory_analysis()
-  if stats is None:
+  need = compilation.program_bytes(compiling.result())
+  if need is None:
     return ''
-  need = stats.peak_memory_in_bytes or (
-      stats.argument_size_in_bytes + stats.output_size_in_bytes
-      + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
-  limit = (jax.local_devices()[0].memory_stats() or {}).get('bytes_limit')
+  limit = compilation.device_memory_limit()
   held = f' of the {limit / 2**30:.2f} GiB it holds' if limit else ''
   return (f'The training step needs {need / 2**30:.2f} GiB a device{held}, '
-          'as XLA planned it.')
+          'as XLA planned it (--mode=check reports it).')
 
 
 def _steps(run, state, outputs, requests, stop_after, on_step):

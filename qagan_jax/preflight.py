@@ -5,7 +5,8 @@ builds the run as training would (the data, the placement, the sharded
 step), in `<workdir>/preflight/` (removed afterwards, so the checkpoints
 are timed on the storage the run will use), and measures: the step's
 compile time, seconds per iteration and images per second over a few
-steps, peak memory, one in-training evaluation (the first, with its
+steps, the memory the step needs (as XLA planned it) and the peak
+memory, one in-training evaluation (the first, with its
 compilations and reference statistics, and a second), one sample grid, and
 one checkpoint's size and save and restore times. `project` turns these
 into the wall time of the whole configured training command (compilation,
@@ -26,6 +27,7 @@ import time
 import jax
 import ml_collections
 
+from qagan_jax import compilation
 from qagan_jax import loop
 from qagan_jax import run as run_lib
 from qagan_jax import sampling
@@ -93,16 +95,20 @@ def project(config: ml_collections.ConfigDict, measured: Measured) -> dict:
   }
 
 
-def _peak_memory() -> dict:
-  """Peak bytes of the first local device (None where the platform does
-  not say, as XLA:CPU) and of this process's host memory (None off Unix)."""
+def _memory(compiled) -> dict:
+  """The step's device memory as XLA planned it (`program_bytes`) and what
+  a device holds, the peak bytes of the first local device, and this
+  process's peak host memory; each None where the platform does not say
+  (XLA:CPU gives no device figures but the plan; host memory off Unix)."""
   stats = jax.local_devices()[0].memory_stats() or {}
   try:
     import resource  # pylint: disable=g-import-not-at-top
     host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KB
   except ImportError:
     host = None
-  return {'device_peak_bytes': stats.get('peak_bytes_in_use'),
+  return {'step_planned_bytes': compilation.program_bytes(compiled),
+          'device_limit_bytes': compilation.device_memory_limit(),
+          'device_peak_bytes': stats.get('peak_bytes_in_use'),
           'host_peak_rss_bytes': host}
 
 
@@ -188,7 +194,7 @@ def _measure(run: run_lib.Run, startup: float) -> dict:
       'compile_seconds': round(compile_seconds, 2),
       'seconds_per_iteration': round(step, 4),
       'images_per_second': round(images / step, 1),
-      'memory': _peak_memory(),
+      'memory': _memory(compiled),
       'evaluation_seconds': _round(evaluation),
       'evaluation_first_seconds': _round(first),
       'sample_grid_seconds': _round(grid),
@@ -213,7 +219,6 @@ def _duration(seconds: float) -> str:
 def text(found: dict) -> str:
   """The report for a person: what was measured, then the projection."""
   projection = found['projection']
-  memory = found['memory']
   lines = [
       f"devices: {found['devices']['count']} x {found['devices']['kind']} "
       f"({found['devices']['platform']}), {found['devices']['processes']} "
@@ -223,10 +228,7 @@ def text(found: dict) -> str:
       f"{found['compile_seconds']:.1f} s",
       f"step: {found['seconds_per_iteration'] * 1000:.1f} ms an iteration, "
       f"{found['images_per_second']:.0f} images/s",
-      'peak memory: ' + ', '.join(
-          f'{name.replace("_bytes", "").replace("_", " ")} '
-          f'{value / 2**20:.0f} MB' for name, value in memory.items()
-          if value is not None),
+      _memory_text(found['memory']),
   ]
   if found['evaluation_seconds'] is not None:
     lines.append('evaluation during training: '
@@ -255,6 +257,23 @@ def text(found: dict) -> str:
       'metrics of eval.train_metrics (its Inception metrics, and reference '
       'statistics not yet cached, come on top)')
   return '\n'.join(lines)
+
+
+def _memory_text(memory: dict) -> str:
+  def mb(name):
+    return f'{memory[name] / 2**20:.0f} MB'
+
+  parts = []
+  if memory['step_planned_bytes'] is not None:
+    parts.append('the step needs ' + mb('step_planned_bytes') + (
+        ' of the ' + mb('device_limit_bytes') + ' a device holds'
+        if memory['device_limit_bytes'] else '') + ' (as XLA planned it)')
+  peaks = [f'{name} {mb(key)}' for name, key in (
+      ('device', 'device_peak_bytes'), ('host', 'host_peak_rss_bytes'))
+           if memory[key] is not None]
+  if peaks:
+    parts.append('peak ' + ', '.join(peaks))
+  return 'memory: ' + ('; '.join(parts) or 'not reported by this platform')
 
 
 def json_line(found: dict) -> str:

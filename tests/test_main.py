@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -83,6 +84,11 @@ def test_train_then_sample_and_evaluate_on_the_command_line(tmp_path,
   assert found['placement'] == 'device' and found['devices']['count'] == 1
   assert found['critic_loop'] == 'unrolled'     # 'auto' on a CPU
   assert found['memory']['host_peak_rss_bytes'] > 2**20
+  # XLA:CPU plans its programs' memory too: the figure an out-of-memory
+  # error in training is told with
+  assert found['memory']['step_planned_bytes'] > 2**10
+  assert re.search(r'memory: the step needs \d+ MB \(as XLA planned it\)',
+                   checked[1]), checked[1]
   assert found['checkpoint']['bytes'] > 10_000
   assert found['checkpoint']['restore_seconds'] > 0
   projection = found['projection']

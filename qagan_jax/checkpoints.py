@@ -104,12 +104,33 @@ def _drop_closed_event_loop_reports(previous):
   return hook
 
 
+class _AbandonedReads(logging.Filter):
+  """Drops asyncio's reports of tensorstore reads whose error no one
+  retrieved ("Future exception was never retrieved", logged when the
+  future is collected, seconds after a damaged checkpoint was given up:
+  the restore has reported the damage itself)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    first_line = record.getMessage().split('\n', 1)[0]
+    if not first_line.endswith('exception was never retrieved'):
+      return True
+    error = record.exc_info[1] if record.exc_info else None
+    return 'tensorstore' not in str(error)
+
+
+_ABANDONED_READS = _AbandonedReads()
+
+
 def _quiet_abandoned_async_work() -> None:
-  """Installs `_drop_closed_event_loop_reports` for the process, once (the
-  reports arrive from tensorstore's threads until long after the operation
-  that abandoned them)."""
+  """Installs `_drop_closed_event_loop_reports` and `_AbandonedReads` for
+  the process, once (the reports arrive from tensorstore's threads and the
+  garbage collector until long after the operation that abandoned
+  them)."""
   if not getattr(sys.unraisablehook, 'qagan_jax_event_loop_filter', False):
     sys.unraisablehook = _drop_closed_event_loop_reports(sys.unraisablehook)
+  asyncio_log = logging.getLogger('asyncio')
+  if _ABANDONED_READS not in asyncio_log.filters:
+    asyncio_log.addFilter(_ABANDONED_READS)
 
 
 # Passes over the list of checkpoints a restore makes (see `restore`).

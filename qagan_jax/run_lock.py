@@ -9,8 +9,10 @@ then a write (not atomic). A thread renews it every `RENEW_EVERY` seconds
 (the file's modification time; a re-upload of the object). A second run
 refuses the workdir, naming the holder, unless the holder is gone:
 
-- on the same host, its process no longer exists (a killed run is noticed
-  at once);
+- on the same host, its process no longer exists, has exited (a zombie
+  not yet reaped), or is another process with the same id (where Linux's
+  /proc tells a process's start: a container restarted with its run's
+  process id); a killed run is noticed at once;
 - on any host, the lock was not renewed for `STALE_AFTER` seconds (a lost
   host, a frozen process; hosts' clocks are assumed to agree within that).
 
@@ -51,6 +53,9 @@ class Holder:
   host: str
   pid: int
   since: str             # ISO time the holder started
+  # the holder process's start in clock ticks since boot (/proc), which
+  # tells it from a later process given the same id; None where unknown
+  started: int | None = None
 
   def describe(self) -> str:
     return f'process {self.pid} on host {self.host}, since {self.since}'
@@ -59,17 +64,33 @@ class Holder:
 def _me() -> Holder:
   return Holder(socket.gethostname(), os.getpid(),
                 datetime.datetime.now().astimezone().isoformat(
-                    timespec='seconds'))
+                    timespec='seconds'), _process_stat(os.getpid())[1])
 
 
 def _parse(data: bytes) -> Holder | None:
   """The holder written in a lock, or None if unreadable."""
   try:
     fields = json.loads(data)
+    started = fields.get('started')      # absent in older locks
     return Holder(str(fields['host']), int(fields['pid']),
-                  str(fields['since']))
-  except (ValueError, KeyError, TypeError):
+                  str(fields['since']),
+                  None if started is None else int(started))
+  except (ValueError, KeyError, TypeError, AttributeError):
     return None     # being written, or damaged: judged by its age
+
+
+def _process_stat(pid: int) -> tuple[str | None, int | None]:
+  """(state, start in clock ticks since boot) of a process, from Linux's
+  /proc/<pid>/stat; (None, None) where it cannot be read."""
+  try:
+    with open(f'/proc/{pid}/stat', 'rb') as f:
+      text = f.read().decode('ascii', 'replace')
+    # after the command name, in parentheses (which may hold any text):
+    # field 3, the state, ..., field 22, the start time
+    fields = text[text.rindex(')') + 2:].split()
+    return fields[0], int(fields[19])
+  except (OSError, ValueError, IndexError):
+    return None, None
 
 
 class _LocalFile:
@@ -210,6 +231,12 @@ def _gone(holder: Holder | None, age: float, stale_after: float) -> str:
       return 'its process no longer exists'
     except PermissionError:       # alive, another user's
       pass
+    state, started = _process_stat(holder.pid)
+    if state in ('Z', 'X'):
+      return 'its process has exited'
+    if None not in (started, holder.started) and started != holder.started:
+      return (f'its process no longer exists (process {holder.pid} is now '
+              'another one)')
   return ''
 
 

@@ -2,8 +2,10 @@
 
 import json
 import os
+import pathlib
 import signal
 import socket
+import subprocess
 import time
 
 import pytest
@@ -12,11 +14,13 @@ from helpers.locks import hold_in_another_process
 from qagan_jax import run_lock
 
 
-def write_lock(workdir, host, pid, age):
+def write_lock(workdir, host, pid, age, started=None):
   path = workdir / run_lock.LOCK_FILE
   workdir.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps({'host': host, 'pid': pid,
-                              'since': '2026-01-01T00:00:00+00:00'}))
+  fields = {'host': host, 'pid': pid, 'since': '2026-01-01T00:00:00+00:00'}
+  if started is not None:
+    fields['started'] = started
+  path.write_text(json.dumps(fields))
   then = time.time() - age
   os.utime(path, (then, then))
   return path
@@ -41,6 +45,61 @@ def test_a_live_holder_is_refused_by_name_and_a_killed_one_taken_over(
     held = json.loads((tmp_path / run_lock.LOCK_FILE).read_text())
     assert held['pid'] == os.getpid() and lock.holder.pid == os.getpid()
   assert not (tmp_path / run_lock.LOCK_FILE).exists()   # released
+
+
+def proc_stat(pid):
+  """(state, start ticks) of a process: fields 3 and 22 of Linux's
+  /proc/<pid>/stat (proc(5))."""
+  fields = pathlib.Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1]
+  fields = fields.split()
+  return fields[0], int(fields[19])
+
+
+linux_proc = pytest.mark.skipif(not os.path.exists('/proc/self/stat'),
+                                reason="needs Linux's /proc")
+
+
+@linux_proc
+def test_a_killed_holder_not_yet_reaped_is_gone(tmp_path, caplog):
+  """A run killed (kill -9, a job's time limit) and run again at once: its
+  process is a zombie until its parent reaps it (seconds, where the parent
+  was killed too), yet it holds nothing."""
+  holder = hold_in_another_process(tmp_path)
+  holder.send_signal(signal.SIGKILL)
+  deadline = time.monotonic() + 30
+  while proc_stat(holder.pid)[0] != 'Z':
+    assert time.monotonic() < deadline, 'the holder did not exit'
+    time.sleep(0.01)
+  try:
+    with run_lock.RunLock(tmp_path):
+      assert 'its process has exited' in caplog.text
+  finally:
+    holder.wait()
+
+
+@linux_proc
+def test_a_process_id_given_to_another_process_is_not_the_holder(
+    tmp_path, caplog):
+  """A restarted container runs its new run with the old run's process id
+  (or gives the id to another process): the lock's start time tells them
+  apart; an older lock without one is still held."""
+  other = subprocess.Popen(['sleep', '600'])
+  try:
+    _, started = proc_stat(other.pid)
+    for lock_start, held in ((started, True), (None, True),
+                             (started - 100, False)):
+      write_lock(tmp_path, socket.gethostname(), other.pid, age=0,
+                 started=lock_start)
+      if held:
+        with pytest.raises(run_lock.WorkdirBusyError,
+                           match=f'process {other.pid} on host'):
+          run_lock.RunLock(tmp_path).acquire()
+      else:
+        run_lock.RunLock(tmp_path).acquire().release()
+        assert f'process {other.pid} is now another one' in caplog.text
+  finally:
+    other.kill()
+    other.wait()
 
 
 def test_another_hosts_lock_holds_until_it_is_not_renewed(tmp_path, caplog):

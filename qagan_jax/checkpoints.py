@@ -21,6 +21,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from etils import epath
 from jax.experimental import multihost_utils
 
 from qagan_jax import errors
@@ -74,17 +75,37 @@ def _all_finite(leaves):
   return jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])
 
 
-class _OrbaxOutOfSpace(logging.Filter):
-  """Drops orbax's logs of a write that failed for a full disk: the run
-  reports it once itself (Checkpointer.disk_full)."""
+class _OrbaxFailedWrites(logging.Filter):
+  """Drops orbax's logs of a write that failed for a full disk or because
+  the checkpoints' folder was removed (a workdir deleted or moved under a
+  live run, even if orbax has made the folder again since): the run
+  reports either once itself."""
+
+  def __init__(self, directory: epath.Path):
+    super().__init__()
+    self.directory = directory
+    self.identity = _folder_identity(directory)
 
   def filter(self, record: logging.LogRecord) -> bool:
-    if 'orbax' not in record.pathname:
+    if 'orbax' not in record.pathname or record.levelno < logging.WARNING:
       return True
     text = record.getMessage()
     if record.exc_info and record.exc_info[1] is not None:
       text += str(record.exc_info[1])
-    return not storage.mentions_out_of_space(text)
+    return not (storage.mentions_out_of_space(text)
+                or _folder_identity(self.directory) != self.identity)
+
+
+def _folder_identity(path: epath.Path):
+  """What tells a local folder from one made again at its path: (device,
+  inode); None where it is missing; True for a URL that exists."""
+  if storage.is_url(path):
+    return path.exists() or None
+  try:
+    found = os.stat(path)
+  except OSError:
+    return None
+  return found.st_dev, found.st_ino
 
 
 def _drop_closed_event_loop_reports(previous):
@@ -92,11 +113,16 @@ def _drop_closed_event_loop_reports(previous):
   work abandoned with its event loop ("RuntimeError: Event loop is
   closed", once per read or write still in flight when a save fails or a
   damaged checkpoint is given up: hundreds of tracebacks, after the failure
-  itself was handled), and passes everything else to `previous`."""
+  itself was handled), and of such work still running when the interpreter
+  exits (an ImportError: "Python is likely shutting down"); passes
+  everything else to `previous`."""
 
   def hook(unraisable):
-    if (unraisable.exc_type is RuntimeError
-        and str(unraisable.exc_value) == 'Event loop is closed'):
+    text = str(unraisable.exc_value)
+    if ((unraisable.exc_type is RuntimeError
+         and text == 'Event loop is closed')
+        or (issubclass(unraisable.exc_type, ImportError)
+            and 'Python is likely shutting down' in text)):
       return
     previous(unraisable)
 
@@ -105,17 +131,20 @@ def _drop_closed_event_loop_reports(previous):
 
 
 class _AbandonedReads(logging.Filter):
-  """Drops asyncio's reports of tensorstore reads whose error no one
-  retrieved ("Future exception was never retrieved", logged when the
-  future is collected, seconds after a damaged checkpoint was given up:
-  the restore has reported the damage itself)."""
+  """Drops asyncio's reports of tensorstore reads and writes whose error no
+  one retrieved ("Future exception was never retrieved", logged when the
+  future is collected, seconds after a damaged checkpoint was given up or
+  a save failed: the run has reported either itself)."""
 
   def filter(self, record: logging.LogRecord) -> bool:
     first_line = record.getMessage().split('\n', 1)[0]
     if not first_line.endswith('exception was never retrieved'):
       return True
     error = record.exc_info[1] if record.exc_info else None
-    return 'tensorstore' not in str(error)
+    # the future's repr names orbax's coroutine; tensorstore's errors name
+    # their spec or database
+    text = f'{record.getMessage()} {error}'
+    return not any(word in text for word in ('tensorstore', 'orbax', 'OCDBT'))
 
 
 _ABANDONED_READS = _AbandonedReads()
@@ -160,9 +189,10 @@ class Checkpointer:
     self._saving = None      # the step being written in the background
     self._training = training
     _quiet_abandoned_async_work()
-    self._out_of_space_filter = _OrbaxOutOfSpace() if training else None
+    self._failed_writes_filter = (_OrbaxFailedWrites(self.directory)
+                                  if training else None)
     if training:
-      logging.getLogger('absl').addFilter(self._out_of_space_filter)
+      logging.getLogger('absl').addFilter(self._failed_writes_filter)
 
   def all_steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
@@ -377,5 +407,5 @@ class Checkpointer:
     self._remove_log_filter()
 
   def _remove_log_filter(self) -> None:
-    if self._out_of_space_filter is not None:
-      logging.getLogger('absl').removeFilter(self._out_of_space_filter)
+    if self._failed_writes_filter is not None:
+      logging.getLogger('absl').removeFilter(self._failed_writes_filter)

@@ -47,10 +47,12 @@ class DataError(QaganError):
 
 class WorkdirError(QaganError):
   meaning = ('The workdir belongs to another configuration, is in use by a '
-             'live run, or its config.json is damaged.')
+             'live run, its config.json is damaged, or it was removed while '
+             'the run trained.')
   remedy = ('Use another --workdir, the configuration the workdir was '
-            'started with, or wait for the other run; the message names the '
-            'field, the holder or the file.')
+            'started with, or wait for the other run (a removed workdir: put '
+            'it back to resume, or run again to start afresh); the message '
+            'names the field, the holder or the file.')
 
 
 class CheckpointError(QaganError):

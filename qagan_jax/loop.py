@@ -34,6 +34,7 @@ from qagan_jax import run as run_lib
 from qagan_jax import sampling
 from qagan_jax import storage
 from qagan_jax import train_state
+from qagan_jax import workdirs
 
 log = logging.getLogger(__name__)
 
@@ -58,36 +59,65 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
 
 
 def _train_run(run, requests, stop_after, on_step) -> train_state.TrainState:
-  """`_train`, with its errors told as what they mean and the run closed."""
-  peer_lost = disk_full = False
+  """`_train`, with the failures of its environment told as what they mean
+  (`_failure`), and the run closed."""
+  finish_saves = True
   try:
     return _train(run, requests, stop_after, on_step)
-  except checkpoints.DiskFullError:
-    disk_full = True
-    raise
-  except OSError as error:
-    if not storage.is_out_of_space(error):
+  except Exception as error:  # pylint: disable=broad-except
+    told = _failure(run, error)
+    if told is None:
       raise
-    disk_full = True     # metrics, a sample grid, TensorBoard's events,
-    run.checkpointer.wait()   # or the checkpoint being saved meanwhile
-    raise run.checkpointer.disk_full(
+    finish_saves = False    # none can finish
+    if told is error:
+      raise
+    raise told from error
+  finally:
+    # also when stopped by an error: the checkpoint its message names is
+    # complete on disk
+    run.close(finish_saves=finish_saves)
+
+
+def _failure(run: run_lib.Run, error: Exception) -> Exception | None:
+  """The error a failure of training is told with where it is one of the
+  run's environment (the workdir removed, a full disk, a lost peer) that
+  leaves no save to finish; None for any other."""
+  if isinstance(error, (checkpoints.DiskFullError,
+                        workdirs.WorkdirRemovedError)):
+    return error
+  # everything fails once the workdir is gone: said first
+  if _removed(run.workdir):
+    return workdirs.WorkdirRemovedError.of(run.workdir)
+  lost = run.lost_workdir()      # removed and made again by a writer
+  if isinstance(lost, workdirs.WorkdirRemovedError):
+    return lost
+  if isinstance(error, OSError) and storage.is_out_of_space(error):
+    # metrics, a sample grid or TensorBoard's events; the checkpoint
+    # being saved meanwhile is waited for, and told if it failed too
+    try:
+      run.checkpointer.wait()
+    except checkpoints.DiskFullError as checkpoint_too:
+      return checkpoint_too
+    return run.checkpointer.disk_full(
         os.fspath(error.filename) if error.filename
-        else "the run's metrics and sample grids") from None
-  except (jax.errors.JaxRuntimeError, ValueError) as error:
-    if jax.process_count() == 1 or not interruption.collective_failed(error):
-      raise
-    peer_lost = True
-    raise interruption.PeerLostError(
+        else "the run's metrics and sample grids")
+  if (isinstance(error, (jax.errors.JaxRuntimeError, ValueError))
+      and jax.process_count() > 1 and interruption.collective_failed(error)):
+    return interruption.PeerLostError(
         f'process {jax.process_index()} of {jax.process_count()}: an '
         'operation with the other processes failed '
         f'({str(error).splitlines()[0][:300]}). Another process has most '
         'likely stopped; this one stops too. Run the same command on every '
         'host to resume from the newest checkpoint in '
-        f'{run.workdir / "checkpoints"}.') from error
-  finally:
-    # also when stopped by an error: the checkpoint its message names is
-    # complete on disk
-    run.close(finish_saves=not (peer_lost or disk_full))
+        f'{run.workdir / "checkpoints"}.')
+  return None
+
+
+def _removed(workdir) -> bool:
+  try:
+    return not workdir.exists()
+  except Exception:  # pylint: disable=broad-except
+    return False     # an unreachable store: not known to be removed
 
 
 def due(done: int, every: int, total: int) -> bool:
@@ -220,7 +250,7 @@ def _steps(run, state, outputs, requests, stop_after, on_step):
     if due(done, cfg.run.checkpoint_every, total) or (
         stopped_by and last_saved != done):
       writer.flush()     # the metrics of the steps it holds, first
-      run.checkpointer.save(done, state, run.data_position())
+      run.save(done, state)
       last_saved = done
     if on_step is not None:
       on_step(done, state)

@@ -166,7 +166,7 @@ def _measure(run: run_lib.Run, startup: float) -> dict:
     evaluation = _timed(evaluate)[0]
 
   began = time.perf_counter()
-  run.checkpointer.save(WARM_STEPS + TIMED_STEPS, state, run.data_position())
+  run.save(WARM_STEPS + TIMED_STEPS, state)
   blocking = time.perf_counter() - began
   run.checkpointer.wait()
   save = time.perf_counter() - began

@@ -21,7 +21,9 @@ import time
 
 import jax
 import ml_collections
+import numpy as np
 from etils import epath
+from jax.experimental import multihost_utils
 
 from qagan_jax import checkpoints
 from qagan_jax import compilation
@@ -99,6 +101,43 @@ class Run:
     return evaluator_lib.Evaluator(
         cfg, cfg.eval.train_metrics, cfg.run.eval_samples,
         cache_dir=evaluator_lib.reference_cache_dir(cfg.eval))
+
+  def save(self, step: int, state: train_state.TrainState) -> None:
+    """Saves a checkpoint of `state` after `step` (with the data's
+    position) if the run still holds its workdir; raises `lost_workdir()`'s
+    error otherwise, on every process (orbax would not notice: it makes
+    the folders it writes to)."""
+    lost = self.lost_workdir()
+    if jax.process_count() > 1:    # process 0 holds the lock for all
+      kinds = (None, workdirs.WorkdirRemovedError, run_lock.WorkdirBusyError)
+      kind = kinds[int(multihost_utils.broadcast_one_to_all(np.int32(
+          kinds.index(type(lost) if lost is not None else None))))]
+      if lost is None and kind is workdirs.WorkdirRemovedError:
+        lost = kind.of(self.workdir)
+      elif lost is None and kind is not None:
+        lost = kind(f'process 0 found {self.workdir} taken over by another '
+                    'run; this process stops with it.')
+    if lost is not None:
+      raise lost
+    self.checkpointer.save(step, state, self.data_position())
+
+  def lost_workdir(self) -> Exception | None:
+    """Why this run no longer holds its workdir, as the error to stop
+    with: WorkdirRemovedError once the workdir or its lock was removed (or
+    moved), WorkdirBusyError once another run took the lock; None while it
+    holds it (and on processes other than 0, which hold no lock)."""
+    if self.lock is None:
+      return None
+    holder = self.lock.holder_now()
+    if holder == self.lock.holder:
+      return None
+    if holder == 'removed':
+      return workdirs.WorkdirRemovedError.of(self.workdir)
+    who = '' if holder is None else f' ({holder.describe()})'
+    return run_lock.WorkdirBusyError(
+        f'another run{who} took over {self.workdir} while this run trained '
+        "(it found this run's lock not renewed); this run stops without "
+        'writing there again. One run per workdir: stop one of them.')
 
   def close(self, finish_saves: bool = True):
     """Stops the input; finishes the checkpoints being written, unless

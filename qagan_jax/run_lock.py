@@ -288,6 +288,19 @@ class RunLock:
     raise WorkdirBusyError(f'could not take {self.path}: other runs keep '
                            'taking it; start one run per workdir.')
 
+  def holder_now(self) -> Holder | None | str:
+    """Who holds the lock now: this run's Holder while it still does,
+    another Holder (or None, unreadable) once another run took it, or
+    'removed' once the lock (or the workdir) was removed. A store that
+    cannot be read answers this run's Holder: judged at the next
+    renewal."""
+    try:
+      return _parse(self._store.read()[0])
+    except FileNotFoundError:
+      return 'removed'
+    except Exception:  # pylint: disable=broad-except
+      return self.holder
+
   def _mine(self) -> bool:
     try:
       return _parse(self._store.read()[0]) == self.holder

@@ -53,6 +53,17 @@ class WorkdirConfigError(errors.WorkdirError, ValueError):
   """The workdir's config.json cannot be read."""
 
 
+class WorkdirRemovedError(errors.WorkdirError, FileNotFoundError):
+  """The workdir was removed (or moved) while its run trained."""
+
+  @classmethod
+  def of(cls, workdir) -> WorkdirRemovedError:
+    return cls(f'{workdir} was removed (or moved) while the run trained, its '
+               'checkpoints with it; nothing more is written there. Put the '
+               'folder back to resume from its newest checkpoint, or run the '
+               'command again to start afresh.')
+
+
 _ABSENT = object()
 
 

@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 
 import chex
@@ -17,8 +18,10 @@ from qagan_jax import errors
 from qagan_jax import loop
 from qagan_jax import modes
 from qagan_jax import reporting
+from qagan_jax import run_lock
 from qagan_jax import sampling
 from qagan_jax import train
+from qagan_jax import workdirs
 
 
 QUIET = dict(run__sample_grid=0, eval__train_metrics=())   # no grids, no evaluations
@@ -150,6 +153,56 @@ def test_out_of_device_memory_is_told_with_what_the_step_needs(
                    message), message
   assert 'train.batch_size' in message and 'BufferAssignment' not in message
   assert set(before) <= set(checkpoint_steps(workdir))   # none lost
+
+
+@pytest.mark.parametrize('made_again', [False, True])
+def test_a_workdir_removed_under_its_run_stops_it_with_one_message(
+    stopped_run, copy_run, tiny_run_config, capfd, made_again):
+  """A workdir deleted (or moved away) while its run trains, perhaps made
+  again (orbax makes the folders it writes to): the run stops at its next
+  write with WorkdirRemovedError, rather than go on writing a workdir
+  without its config and lock, and prints no traceback of orbax's failed
+  writes."""
+  workdir = copy_run(stopped_run)
+
+  def remove(step, state):
+    del state
+    if step == 4:       # the checkpoint of step 4 still being written
+      while workdir.exists():
+        shutil.rmtree(workdir, ignore_errors=True)
+      if made_again:
+        workdir.mkdir()
+
+  with pytest.raises(workdirs.WorkdirRemovedError,
+                     match='was removed .* while the run trained'):
+    loop.train_and_evaluate(tiny_run_config(**QUIET), workdir,
+                            on_step=remove)
+  err = capfd.readouterr().err
+  assert 'Traceback' not in err and 'orbax' not in err, err[-2000:]
+  assert not (workdir / 'checkpoints' / '6').exists()
+
+
+def test_a_run_whose_lock_was_taken_over_stops_before_writing_again(
+    stopped_run, copy_run, tiny_run_config):
+  """Another run took over the workdir (it found this one's lock not
+  renewed: a frozen process): this run stops at its next checkpoint,
+  naming the other, and does not save over it."""
+  workdir = copy_run(stopped_run)
+  other = {'host': 'another-host', 'pid': 7,
+           'since': '2026-01-01T00:00:00+00:00'}
+
+  def take_over(step, state):
+    del state
+    if step == 4:
+      (workdir / run_lock.LOCK_FILE).write_text(json.dumps(other))
+
+  with pytest.raises(run_lock.WorkdirBusyError,
+                     match=r'another run \(process 7 on host another-host, '
+                     r'since .*\) took over'):
+    loop.train_and_evaluate(tiny_run_config(**QUIET), workdir,
+                            on_step=take_over)
+  assert checkpoint_steps(workdir) == [2, 3, 4]
+  assert json.loads((workdir / run_lock.LOCK_FILE).read_text()) == other
 
 
 @pytest.mark.slow

@@ -18,13 +18,37 @@ field or an invalid value stops the command before any work, naming it.
 
 from __future__ import annotations
 
-import difflib
-import logging
 import os
-import pathlib
-import re
 import signal
 import sys
+
+
+_INTERRUPTED = ('qagan_jax: interrupted; run the same command to resume from '
+                'the newest checkpoint.')
+
+
+def _interrupted(signum, frame):
+  """Ctrl-C when no training step can be under way (the start-up, the
+  sample, evaluate and check modes), or a second one in training (the
+  training loop takes the first): the command ends at once, in one line.
+  (Python's own KeyboardInterrupt can land in a garbage-collector callback
+  of JAX's, where it is printed as ignored and the command goes on.)"""
+  del signum, frame
+  try:
+    sys.stderr.write(f'\n{_INTERRUPTED}\n')
+    sys.stderr.flush()
+  finally:
+    os._exit(130)  # pylint: disable=protected-access
+
+
+if __name__ == '__main__':     # before the second of imports below
+  signal.signal(signal.SIGINT, _interrupted)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import difflib
+import logging
+import pathlib
+import re
 
 from absl import app
 from absl import flags
@@ -215,8 +239,7 @@ def main(argv):
   except KeyboardInterrupt:
     # a Ctrl-C outside training, or a second one within it: at once, not
     # after a compilation still under way in another thread
-    print('qagan_jax: interrupted; run the same command to resume from the '
-          'newest checkpoint.', file=sys.stderr, flush=True)
+    print(_INTERRUPTED, file=sys.stderr, flush=True)
     logging.shutdown()
     os._exit(130)  # pylint: disable=protected-access
   except Exception as error:  # pylint: disable=broad-except

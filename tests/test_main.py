@@ -227,3 +227,41 @@ def test_input_workers_leave_ctrl_c_to_the_run():
   done = subprocess.run([sys.executable, '-c', code], capture_output=True,
                         text=True, check=True, cwd=REPO_ROOT, timeout=120)
   assert done.stdout.strip() == 'True', done.stderr
+
+
+def test_ctrl_c_outside_training_ends_the_command_at_once():
+  """The command line takes charge of Ctrl-C before JAX is imported: a
+  KeyboardInterrupt that landed in a garbage-collector callback (JAX
+  installs one) was printed as ignored and the command went on, to the end
+  of a whole training run. Here the signal arrives inside such a
+  callback."""
+  code = (
+      'import gc, os, runpy, signal, sys\n'
+      "sys.argv = ['qagan_jax.main']\n"
+      'try:\n'
+      "  runpy.run_module('qagan_jax.main', run_name='__main__',\n"
+      '                   alter_sys=True)\n'
+      'except SystemExit:\n'      # no --config: the handler stays
+      '  pass\n'
+      'def fire(phase, info):\n'
+      '  gc.callbacks.remove(fire)\n'
+      '  os.kill(os.getpid(), signal.SIGINT)\n'
+      '  for _ in range(10**6):\n'   # the handler runs here
+      '    pass\n'
+      'gc.callbacks.append(fire)\n'
+      'gc.collect()\n'
+      "print('went on')\n")
+  done = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                        text=True, cwd=REPO_ROOT, timeout=120)
+  assert done.returncode == 130, (done.returncode, done.stderr[-2000:])
+  assert 'went on' not in done.stdout
+  assert done.stderr.strip().splitlines()[-1].startswith(
+      'qagan_jax: interrupted'), done.stderr
+  assert 'Traceback' not in done.stderr
+  # the package itself imports no JAX: nothing precedes the handler but
+  # the standard library
+  light = subprocess.run(
+      [sys.executable, '-c', "import sys, qagan_jax; print('jax' in "
+       'sys.modules)'], capture_output=True, text=True, check=True,
+      cwd=REPO_ROOT, timeout=120)
+  assert light.stdout.strip() == 'False', light.stderr

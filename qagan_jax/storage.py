@@ -15,6 +15,7 @@ import contextlib
 import errno
 import io
 import os
+import pathlib
 import shutil
 import uuid
 
@@ -163,6 +164,15 @@ def workdir_problem(workdir: str | os.PathLike) -> str | None:
   existing = _nearest_existing(path)
   if not os.path.isdir(existing):
     return f'--workdir={workdir}: {existing} is a file, not a directory.'
+  try:
+    longest = os.pathconf(existing, 'PC_NAME_MAX')
+  except (OSError, ValueError):
+    longest = 255
+  for name in pathlib.PurePath(path).parts:
+    if len(os.fsencode(name)) > longest:
+      return (f'--workdir={workdir}: the folder name {name[:24]}... is '
+              f'{len(os.fsencode(name))} bytes long, and this filesystem '
+              f'allows {longest}; use a shorter --workdir.')
   try:   # what the disk says, read-only mounts included
     probe = os.path.join(existing, f'.qagan_jax_probe_{uuid.uuid4().hex[:8]}')
     os.mkdir(probe)

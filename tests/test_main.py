@@ -185,6 +185,8 @@ def test_every_bad_command_line_gets_one_clear_message(tmp_path, trained_run):
       ([demo, f'--workdir={a_file}'], 'is a file, not a directory'),
       ([demo, f'--workdir={a_file / "run"}'], 'is a file, not a directory'),
       ([demo, f'--workdir={read_only}'], 'is not writable'),
+      ([demo, f'--workdir={tmp_path / ("a" * 300) / "run"}'],
+       ('is 300 bytes long, and this filesystem allows', 'a shorter')),
       ([demo, f'--workdir={tmp_path / "sweep[1]"}'],
        ('cannot be in the path', 'sweep_1')),
       ([f'--config={REPO_ROOT / "configs" / "cifar10_wgangp.py"}', workdir,

@@ -48,7 +48,10 @@ def base_config() -> ml_collections.ConfigDict:
       standing_stats_samples=1024,  # latents for the EMA generator's BN
       eval_every=5000,         # iterations between offline evaluations
       eval_samples=1000,       # samples per evaluation during training
-      progress_bar=True,       # shown on terminals only
+      progress_bar=True,       # a bar on terminals
+      # elsewhere (a log file, a pipe, a notebook), or without the bar: a
+      # line of step, rate, ETA and losses every this many seconds (0: none)
+      progress_every=60.0,
       # JAX's persistent compilation cache, so that a resumed run, the
       # sample and evaluate modes and a second run load their programs
       # instead of compiling them: '' = the one JAX already uses
@@ -145,6 +148,7 @@ def demo_config() -> ml_collections.ConfigDict:
   config.run.eval_every = 240
   config.run.eval_samples = 512
   config.run.standing_stats_samples = 256
+  config.run.progress_every = 10.0    # a minute's run: a line every 10 s
   # no Inception weights offline; photographs the model never saw
   config.eval.metrics = ('swd', 'niqe', 'diversity', 'prdc_niqe')
   config.eval.train_metrics = ('swd', 'niqe', 'diversity', 'prdc_niqe')
@@ -209,6 +213,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                'eval_samples'):
     _positive_int(errors, f'run.{name}', run_cfg[name])
   _positive_int(errors, 'run.sample_grid', run_cfg.sample_grid, minimum=0)
+  _number(errors, 'run.progress_every', run_cfg.progress_every)
   for name in ('gp_weight', 'quality_weight', 'drift_weight'):
     _number(errors, f'loss.{name}', loss[name])
   _number(errors, 'train.learning_rate', train_cfg.learning_rate, low_open=True)

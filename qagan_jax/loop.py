@@ -21,6 +21,7 @@ import concurrent.futures
 import logging
 import math
 import os
+import time
 
 import jax
 import ml_collections
@@ -223,7 +224,10 @@ def _steps(run, state, outputs, requests, stop_after, on_step):
   `stop_after`."""
   cfg, total, writer = run.config, run.config.train.num_iters, outputs.writer
   gen_schedule, _ = train_state.learning_rate_schedules(cfg.train)
-  progress = reporting.Progress(total, run.start, cfg.run.progress_bar)
+  progress = reporting.Progress(
+      total, run.start, bar=cfg.run.progress_bar,
+      every_seconds=cfg.run.progress_every,
+      images_per_step=train_state.images_per_iteration(cfg.train))
   last_saved = run.start
   stopped_by = None
   for step in range(run.start, total):
@@ -241,9 +245,12 @@ def _steps(run, state, outputs, requests, stop_after, on_step):
       values['learning_rate'] = float(gen_schedule(step))
       writer.scalars(done, values)
       progress.show(values)
-    outputs.sample_and_evaluate(done, state,
-                                due(done, cfg.run.sample_every, total),
-                                due(done, cfg.run.eval_every, total))
+    sample, evaluate = (due(done, cfg.run.sample_every, total),
+                        due(done, cfg.run.eval_every, total))
+    if sample or evaluate:
+      began = time.monotonic()
+      outputs.sample_and_evaluate(done, state, sample, evaluate)
+      progress.add_evaluation(time.monotonic() - began)
     stopped_by = requests.should_stop(done) or (
         'stop_after' if stop_after is not None and done >= stop_after
         else None)

@@ -29,10 +29,12 @@ import ml_collections
 
 from qagan_jax import compilation
 from qagan_jax import loop
+from qagan_jax import reporting
 from qagan_jax import run as run_lib
 from qagan_jax import sampling
 from qagan_jax import storage
 from qagan_jax import train
+from qagan_jax import train_state
 
 log = logging.getLogger(__name__)
 TIMED_STEPS = 10        # after WARM_STEPS, for seconds per iteration
@@ -151,8 +153,7 @@ def _measure(run: run_lib.Run, startup: float) -> dict:
     state, _ = compiled(state, run.step_input())
   jax.block_until_ready(state)
   step = (time.perf_counter() - began) / TIMED_STEPS
-  images = cfg.train.batch_size * cfg.train.n_critic + (
-      cfg.train.generator_batch_size)
+  images = train_state.images_per_iteration(cfg.train)
 
   grid = first = evaluation = None
   if cfg.run.sample_grid:
@@ -209,13 +210,6 @@ def _round(value, digits: int = 3):
   return None if value is None else round(value, digits)
 
 
-def _duration(seconds: float) -> str:
-  hours, rest = divmod(int(round(seconds)), 3600)
-  minutes, seconds = divmod(rest, 60)
-  return (f'{hours} h {minutes:02d} min' if hours else
-          f'{minutes} min {seconds:02d} s' if minutes else f'{seconds} s')
-
-
 def text(found: dict) -> str:
   """The report for a person: what was measured, then the projection."""
   projection = found['projection']
@@ -244,16 +238,16 @@ def text(found: dict) -> str:
       f"restored in {found['checkpoint']['restore_seconds']:.2f} s")
   counts = projection['counts']
   lines.append(f"projected run of {counts['iterations']} iterations: "
-               f"{_duration(projection['total_seconds'])}")
+               f"{reporting.duration(projection['total_seconds'])}")
   for name, seconds in projection['seconds'].items():
     if name == 'final_evaluation':
       continue
     count = counts.get(name)
-    lines.append(f'  {name.replace("_", " ")}: {_duration(seconds)}'
+    lines.append(f'  {name.replace("_", " ")}: {reporting.duration(seconds)}'
                  + (f' ({count})' if count else ''))
   lines.append(
       f"then --mode=evaluate on {counts['final_evaluation_samples']} samples: "
-      f"{_duration(projection['seconds']['final_evaluation'])} for the "
+      f"{reporting.duration(projection['seconds']['final_evaluation'])} for the "
       'metrics of eval.train_metrics (its Inception metrics, and reference '
       'statistics not yet cached, come on top)')
   return '\n'.join(lines)

@@ -1,4 +1,4 @@
-"""What a run shows: metrics (JSON lines and TensorBoard), a progress bar, image grids, loss curves.
+"""What a run shows: metrics (JSON lines and TensorBoard), progress, image grids, loss curves.
 
 TensorBoard event files are written with tensorboardX's event writer,
 which needs no TensorFlow, in the caller's thread. All files go under the
@@ -258,25 +258,107 @@ def plot_loss_curves(workdir: str | os.PathLike,
   return out
 
 
-class Progress:
-  """A tqdm progress bar with step, steps/s, ETA and losses; silent off-terminal."""
+def duration(seconds: float) -> str:
+  """'2 h 05 min', '3 min 07 s' or '42 s'."""
+  hours, rest = divmod(int(round(seconds)), 3600)
+  minutes, seconds = divmod(rest, 60)
+  return (f'{hours} h {minutes:02d} min' if hours else
+          f'{minutes} min {seconds:02d} s' if minutes else f'{seconds} s')
 
-  def __init__(self, total: int, initial: int, enabled: bool = True):
-    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-    self.bar = tqdm(total=total, initial=initial, unit='it', dynamic_ncols=True,
-                    disable=not (enabled and sys.stderr.isatty()),
-                    smoothing=0.1)
+
+class Progress:
+  """Training progress where the output goes.
+
+  On a terminal (and `bar`): a tqdm bar with the step, it/s, the ETA and
+  the latest losses. Elsewhere (a log file, a pipe, a Slurm job, a notebook
+  cell), or without the bar: one line to `stream` every `every_seconds`
+  (0: none), with its time as the run's log has it:
+
+      12:04:31 step 1200/100000 (1.2%): 3.41 it/s, 2183 images/s, ETA 8 h
+      03 min; critic -1.52, generator 0.61, wasserstein 1.7, quality 0.0213;
+      evaluation 41 s so far
+
+  The rate is the last interval's; the ETA divides the steps left by the
+  rate since this process began training, evaluations and grids included.
+  """
+
+  LOSSES = ('critic_loss', 'generator_loss', 'wasserstein', 'quality_penalty')
+
+  def __init__(self, total: int, initial: int, bar: bool = True,
+               every_seconds: float = 60.0, images_per_step: int = 0,
+               stream=None, clock=time.monotonic):
+    self.total, self.step = total, initial
+    self.stream = sys.stderr if stream is None else stream
+    self.every_seconds = every_seconds
+    self.images_per_step = images_per_step
+    self.clock = clock
+    self.evaluation_seconds = 0.0
+    self.losses = {}
+    self._began = self._last = clock()
+    self._first = self._last_step = initial
+    self.bar = None
+    if bar and _is_terminal(self.stream):
+      from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+      self.bar = tqdm(total=total, initial=initial, unit='it',
+                      dynamic_ncols=True, smoothing=0.1, file=self.stream)
 
   def update(self, n: int = 1) -> None:
-    self.bar.update(n)
+    self.step += n
+    if self.bar is not None:
+      self.bar.update(n)
+    elif self.every_seconds and (
+        self.clock() - self._last >= self.every_seconds):
+      self._line()
 
   def show(self, metrics: dict) -> None:
-    keys = ('critic_loss', 'generator_loss', 'wasserstein', 'quality_penalty')
-    self.bar.set_postfix({k.replace('_loss', ''): f'{float(metrics[k]):.3g}'
-                          for k in keys if k in metrics}, refresh=False)
+    """The latest losses (of a logged step), for the bar or the next line."""
+    self.losses = {k.replace('_loss', '').replace('_penalty', ''):
+                   float(metrics[k]) for k in self.LOSSES if k in metrics}
+    if self.bar is not None:
+      self.bar.set_postfix({k: f'{v:.3g}' for k, v in self.losses.items()},
+                           refresh=False)
+
+  def add_evaluation(self, seconds: float) -> None:
+    """Time the loop spent in evaluations and sample grids."""
+    self.evaluation_seconds += seconds
+
+  def line(self) -> str:
+    """The progress line of now (without its time)."""
+    now = self.clock()
+    rate = (self.step - self._last_step) / max(now - self._last, 1e-9)
+    done_here = self.step - self._first
+    text = (f'step {self.step}/{self.total} '
+            f'({100 * self.step / self.total:.1f}%): {rate:.3g} it/s')
+    if self.images_per_step:
+      text += f', {rate * self.images_per_step:.0f} images/s'
+    if done_here and self.step < self.total:
+      left = (self.total - self.step) * (now - self._began) / done_here
+      text += f', ETA {duration(left)}'
+    if self.losses:
+      text += '; ' + ', '.join(f'{k} {v:.3g}' for k, v in self.losses.items())
+    if self.evaluation_seconds >= 0.5:
+      text += f'; evaluation {duration(self.evaluation_seconds)} so far'
+    return text
+
+  def _line(self) -> None:
+    self.write(self.line())
+    self._last, self._last_step = self.clock(), self.step
 
   def write(self, message: str) -> None:
-    self.bar.write(message, file=sys.stderr)
+    """A message with its time, above the bar if there is one."""
+    message = f'{time.strftime("%H:%M:%S")} {message}'
+    if self.bar is not None:
+      self.bar.write(message, file=self.stream)
+    else:
+      print(message, file=self.stream, flush=True)
 
   def close(self) -> None:
-    self.bar.close()
+    if self.bar is not None:
+      self.bar.close()
+
+
+def _is_terminal(stream) -> bool:
+  try:
+    return stream.isatty()
+  except (AttributeError, ValueError):     # no isatty, or closed
+    return False

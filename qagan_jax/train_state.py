@@ -121,6 +121,13 @@ def check_critic_loop(critic_loop) -> None:
                      f'{critic_loop!r}.')
 
 
+def images_per_iteration(train_config) -> int:
+  """Images one training iteration reads: a real batch per critic step,
+  and the generator's batch of fakes."""
+  return (train_config.batch_size * train_config.n_critic
+          + train_config.generator_batch_size)
+
+
 def learning_rate_schedules(train_config):
   """Linear decay to 0 over the run, by generator iteration, for both nets.
 

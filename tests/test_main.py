@@ -43,7 +43,9 @@ def test_train_then_sample_and_evaluate_on_the_command_line(tmp_path,
   tiny = [f'--workdir={workdir}', *runs.tiny_flags(eval__train_metrics=())]
   checkdir = tmp_path / 'check'
   names = ('stopped', 'resumed', 'finished', 'sampled', 'evaluated', 'checked')
-  commands = [tiny + ['--stop_after=3'], tiny, tiny,
+  # off a terminal (here a file), a progress line a step
+  commands = [tiny + ['--stop_after=3'],
+              tiny + ['--config.run.progress_every=0.000001'], tiny,
               tiny + ['--mode=sample', '--num_samples=16'],
               tiny + ['--mode=evaluate', '--num_samples=64'],
               # the preflight check, with the evaluations during training
@@ -57,7 +59,13 @@ def test_train_then_sample_and_evaluate_on_the_command_line(tmp_path,
     assert status == 0, (name, stderr[-3000:])
     counts = json.loads((tmp_path / f'{name}.json').read_text())
     assert counts['requests'] == counts['hits'], (name, counts)
-  assert 'stop_after: stopped at step 3' in stopped[2]
+  assert re.search(r'^\d\d:\d\d:\d\d stop_after: stopped at step 3',
+                   stopped[2], re.M), stopped[2]
+  lines = re.findall(r'^\d\d:\d\d:\d\d step ([456])/6 \(\d+\.\d%\): '
+                     r'[\d.e+]+ it/s, \d+ images/s(, ETA \d+ s)?',
+                     resumed[2], re.M)
+  assert [step for step, _ in lines] == ['4', '5', '6'], resumed[2]
+  assert lines[0][1] and not lines[-1][1]    # an ETA until the last step
   assert 'Resuming from the checkpoint of step 3' in resumed[2]
   for stderr in (resumed[2], finished[2]):
     assert 'Done: 6 iterations' in stderr

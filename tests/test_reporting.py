@@ -1,6 +1,8 @@
 """What a run shows: metrics.jsonl and TensorBoard events, written in the caller's thread and read back."""
 
+import io
 import json
+import re
 import struct
 import threading
 
@@ -75,3 +77,87 @@ def test_a_line_cut_mid_write_is_set_aside_and_the_run_goes_on(tmp_path,
   assert [r['step'] for r in reporting.read_metrics(tmp_path)] == [1, 2, 3]
   aside = (tmp_path / 'metrics.jsonl.damaged').read_text().splitlines()
   assert len(aside) == 2 and aside[0].startswith('{"step": 3')
+
+
+class Clock:
+  def __init__(self):
+    self.now = 1000.0
+
+  def __call__(self):
+    return self.now
+
+
+class Terminal(io.StringIO):
+  def isatty(self):
+    return True
+
+
+def test_progress_off_a_terminal_is_a_line_every_interval():
+  """A log file, a pipe or a notebook cell gets a plain line every
+  `every_seconds`: the step, the last interval's rate, the ETA from the
+  rate since the start (evaluations included), the latest losses and the
+  time spent in evaluations."""
+  out, clock = io.StringIO(), Clock()
+  progress = reporting.Progress(100, 20, every_seconds=30, images_per_step=448,
+                                stream=out, clock=clock)
+  for _ in range(5):                 # 5 steps in 20 s: no line yet
+    clock.now += 4
+    progress.update()
+  assert out.getvalue() == ''
+  progress.show({'critic_loss': -1.5234, 'generator_loss': 0.61,
+                 'wasserstein': 1.7, 'quality_penalty': 0.02134,
+                 'gradient_penalty': 0.3})
+  progress.add_evaluation(41.0)
+  clock.now += 12                    # the sixth step ends 32 s after the start
+  progress.update()
+  (line,) = out.getvalue().splitlines()
+  assert re.fullmatch(r'\d\d:\d\d:\d\d .*', line), line
+  # 6 steps in 32 s: 0.1875 it/s, 84 images/s; 74 steps left at 32/6 s each
+  assert line[9:] == ('step 26/100 (26.0%): 0.188 it/s, 84 images/s, ETA '
+                      '6 min 35 s; critic -1.52, generator 0.61, '
+                      'wasserstein 1.7, quality 0.0213; evaluation 41 s so '
+                      'far'), line
+  clock.now += 10                    # the interval starts again at the line
+  progress.update()
+  assert len(out.getvalue().splitlines()) == 1
+  clock.now += 20
+  progress.update(2)
+  second = out.getvalue().splitlines()[1]
+  assert 'step 29/100 (29.0%): 0.1 it/s' in second, second   # 3 in 30 s
+  progress.write('SIGINT: stopped at step 29')
+  assert re.fullmatch(r'\d\d:\d\d:\d\d SIGINT: stopped at step 29',
+                      out.getvalue().splitlines()[2])
+  progress.close()
+
+
+def test_progress_on_a_terminal_is_a_bar_and_no_lines():
+  out, clock = Terminal(), Clock()
+  progress = reporting.Progress(10, 0, every_seconds=1, stream=out,
+                                clock=clock)
+  for _ in range(3):
+    clock.now += 5
+    progress.update()
+  progress.close()
+  # tqdm's bar ('3/10 [...]'), and none of the plain lines
+  assert '3/10' in out.getvalue() and 'step ' not in out.getvalue()
+
+
+def test_progress_lines_can_be_turned_off():
+  out, clock = io.StringIO(), Clock()
+  progress = reporting.Progress(10, 0, bar=False, every_seconds=0,
+                                stream=out, clock=clock)
+  clock.now += 1000
+  progress.update()
+  assert out.getvalue() == ''
+  # and a terminal without the bar gets the lines
+  out = Terminal()
+  progress = reporting.Progress(10, 0, bar=False, every_seconds=1,
+                                stream=out, clock=clock)
+  clock.now += 2
+  progress.update()
+  assert 'step 1/10 (10.0%): 0.5 it/s, ETA' in out.getvalue()
+
+
+def test_duration():
+  assert [reporting.duration(s) for s in (0, 42.4, 187, 7500, 90061)] == [
+      '0 s', '42 s', '3 min 07 s', '2 h 05 min', '25 h 01 min']

@@ -23,6 +23,9 @@ OSError, a DatasetNotPreparedError a FileNotFoundError).
 
 from __future__ import annotations
 
+import importlib.metadata
+import shlex
+
 
 class QaganError(Exception):
   """An error of a run's environment or input, said in one message."""
@@ -114,3 +117,25 @@ def as_resource_error(error: BaseException,
   return ResourceError(
       f'{where} ran out of memory{detail}.{plan} {ResourceError.remedy} '
       'Training resumes from its newest checkpoint with a smaller batch.')
+
+
+def install_command(extra: str) -> str:
+  """The pip command that installs the optional packages of `extra` (an
+  `extras_require` of setup.cfg: prepare, convert, gcs, ...) on this
+  platform, by name, as this installation's metadata lists them: it works
+  however the package was installed (a checkout, a wheel, a git URL),
+  where naming the extra of the project needs a published package. In a
+  checkout, `pip install ".[extra]"` does the same."""
+  wanted = []
+  try:
+    from packaging.requirements import Requirement  # pylint: disable=g-import-not-at-top
+    for text in importlib.metadata.requires('qagan-jax') or ():
+      requirement = Requirement(text)
+      if (requirement.marker is not None
+          and requirement.marker.evaluate({'extra': extra})):
+        wanted.append(f'{requirement.name}{requirement.specifier}')
+  except (ImportError, importlib.metadata.PackageNotFoundError):
+    pass       # not installed (run from a source folder), or no packaging
+  if not wanted:
+    return f'pip install ".[{extra}]" (in the qagan_jax repository\'s folder)'
+  return 'pip install ' + ' '.join(shlex.quote(name) for name in wanted)

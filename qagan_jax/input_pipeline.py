@@ -172,7 +172,7 @@ class DatasetNotPreparedError(errors.DataError, FileNotFoundError):
 
 def prepare_command(name: str, data_dir: str) -> str:
   """The one command that downloads and prepares a tfds dataset."""
-  return (f'pip install "qagan-jax[prepare]" && python -m '
+  return (f'{errors.install_command("prepare")} && python -m '
           f'qagan_jax.prepare_data {name} --data_dir={data_dir}')
 
 

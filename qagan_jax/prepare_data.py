@@ -1,6 +1,6 @@
 """Downloads a tfds dataset and prepares it for training, once.
 
-    pip install "qagan-jax[prepare]"          # TensorFlow, needed to build only
+    pip install ".[prepare]"                  # TensorFlow, needed to build only
     python -m qagan_jax.prepare_data cifar10 --data_dir ~/tensorflow_datasets
 
 Writes the array_record files that `tfds.data_source` reads, so that
@@ -16,6 +16,8 @@ import argparse
 import os
 import sys
 
+from qagan_jax import errors
+
 PREPARABLE = ('cifar10', 'stl10', 'celeb_a')
 
 
@@ -28,7 +30,7 @@ def prepare(name: str, data_dir: str, manual_dir: str | None = None) -> str:
   except ImportError as error:
     raise SystemExit(
         'Building a tfds dataset needs TensorFlow (training does not): '
-        'pip install "qagan-jax[prepare]"') from error
+        f'{errors.install_command("prepare")}') from error
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   data_dir = os.path.expanduser(data_dir)
   builder = tfds.builder(name, data_dir=data_dir)

@@ -149,7 +149,7 @@ def workdir_problem(workdir: str | os.PathLike) -> str | None:
     except ImportError as error:
       return (f'--workdir={workdir}: {scheme(workdir)}:// paths need '
               f'{error.name or "a filesystem package"} '
-              '(pip install "qagan_jax[gcs]" for gs://).')
+              f'({errors.install_command("gcs")} for gs://).')
     except Exception as error:  # pylint: disable=broad-except
       # fsspec's backends raise their own types (permissions, no bucket,
       # no credentials)

@@ -1,12 +1,15 @@
 """The kinds of failure: each documented with its meaning and remedy; the command line's one-line messages."""
 
+import configparser
 import importlib
 import pathlib
 import pkgutil
 import re
+import shlex
 
 import jax
 import pytest
+from packaging import markers
 
 import qagan_jax
 from qagan_jax import errors
@@ -86,3 +89,29 @@ def test_the_command_line_tells_a_failure_in_one_line_and_a_bug_in_full(
     for part in (expected,) if isinstance(expected, str) else expected:
       assert part in message, message
     assert 'Traceback' not in message and '\nBufferAssignment' not in message
+
+
+def test_install_hints_name_the_packages_of_each_extra():
+  """`pip install "qagan-jax[prepare]"` needs a published package; the
+  hints name the extra's packages for this platform, as setup.cfg lists
+  them, and work however the package was installed."""
+  parser = configparser.ConfigParser()
+  parser.read(PAGE.parents[1] / 'setup.cfg')
+  extras = parser['options.extras_require']
+  for extra in ('prepare', 'convert', 'gcs'):
+    wanted = []
+    for line in extras[extra].splitlines():
+      requirement = line.split('#')[0].strip()
+      if not requirement:
+        continue
+      name, _, marker = requirement.partition(';')
+      if marker and not markers.Marker(marker).evaluate():
+        continue
+      wanted.append(name.strip())
+    command = errors.install_command(extra)
+    assert command.startswith('pip install '), command
+    assert sorted(shlex.split(command)[2:]) == sorted(wanted), (extra, command)
+  source = PAGE.parents[1] / 'qagan_jax'
+  stale = [str(path) for path in source.rglob('*.py')
+           if re.search(r'qagan[-_]jax\[', path.read_text())]
+  assert not stale, stale

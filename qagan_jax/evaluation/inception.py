@@ -11,8 +11,12 @@ published weights one to one.
 Its weights cannot be downloaded by this package. Convert the published
 PyTorch file once (torch is needed for that step only):
 
-    pip install "qagan-jax[convert]"
+    pip install ".[convert]"      # in the repository's folder: torch
     python -m qagan_jax.evaluation.inception pt_inception-2015-12-05-6726825d.pth
+
+(torch beside a CUDA build of jax can clash over CUDA's libraries: convert
+in an environment of its own, with the CPU builds, then point
+eval.inception_weights or $QAGAN_INCEPTION_WEIGHTS at the file.)
 
 which writes `default_weights_path()` (or --out), read by `load_weights`.
 """
@@ -64,7 +68,7 @@ def missing_weights_message(path) -> str:
       f'  {WEIGHTS_URL}\n'
       'Download it, then convert it once (this needs torch, for this step '
       'only):\n'
-      '  pip install "qagan-jax[convert]" && python -m '
+      f'  {errors.install_command("convert")} && python -m '
       f'qagan_jax.evaluation.inception {WEIGHTS_FILE} --out {path}\n'
       'or set eval.inception_weights (or $QAGAN_INCEPTION_WEIGHTS) to a '
       'converted file, or leave fid, kid and is out of eval.metrics.')
@@ -341,8 +345,8 @@ def main(argv=None) -> None:
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
-    sys.exit('Converting needs torch (this step only): pip install '
-             '"qagan-jax[convert]"')
+    sys.exit('Converting needs torch (this step only): '
+             f'{errors.install_command("convert")}')
   state_dict = torch.load(args.torch_file, map_location='cpu',
                           weights_only=True)
   save_weights(convert_torch_state_dict(state_dict), args.out)

@@ -14,6 +14,8 @@ devices, and the projected wall time of the whole run, as text and one
 JSON line). The workdir defaults to runs/<config file name>. Any
 config field can be overridden with --config.<field>=<value>; a misspelt
 field or an invalid value stops the command before any work, naming it.
+Sample and evaluate read the workdir's run with the configuration it was
+trained with (its config.json), the overrides on top.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ from qagan_jax import config as config_lib
 from qagan_jax import errors
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file, e.g. configs/cifar10_ssim.py.',
+    'config', None, 'Config file, e.g. configs/cifar10_ssim.py (sample and '
+    "evaluate read the workdir's config.json, and need only --workdir).",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Run directory: a local path or a URL such as '
@@ -89,6 +92,9 @@ _HEARTBEAT = flags.DEFINE_integer(
     'from a process after which the others treat it as dead and stop.')
 
 log = logging.getLogger('qagan_jax')
+
+# the modes that read a trained workdir, with the configuration it keeps
+_READERS = ('sample', 'evaluate')
 
 if __name__ == '__mp_main__':
   # A worker process of the input pipeline (multiprocessing's spawn runs
@@ -200,9 +206,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   config = _CONFIG.value
+  if config is None and _MODE.value in _READERS and _WORKDIR.value:
+    config = config_lib.base_config()   # the workdir's config.json says
   if config is None:
     raise app.UsageError('--config is required, e.g. '
-                         '--config=configs/demo.py')
+                         '--config=configs/demo.py (sample and evaluate '
+                         'need only --workdir)')
   try:
     config_lib.validate(config)
   except ValueError as error:
@@ -260,10 +269,40 @@ def failure_message(error: BaseException) -> str | None:
   return None if resource is None else str(resource)
 
 
+def _overrides(argv) -> list[str]:
+  """The dotted paths of the --config.<path> overrides in `argv`."""
+  return [match.group(1) for arg in argv
+          if (match := re.match(r'--config\.([\w.]+)(=|$)', arg))]
+
+
+def _config_of_run(config, workdir: str):
+  """For the sample and evaluate modes: the configuration the workdir's
+  run was trained with, the command line's overrides on top."""
+  from qagan_jax import storage  # pylint: disable=g-import-not-at-top
+  from qagan_jax import workdirs  # pylint: disable=g-import-not-at-top
+  if (_CONFIG.value is None
+      and workdirs.saved_config(storage.workdir_path(workdir)) is None):
+    raise errors.ConfigurationError(
+        f'--workdir={workdir} holds no config.json to read its run with (no '
+        'run was trained there): pass --config=<the config of its run>.')
+  config, differed = workdirs.config_of_run(config, workdir,
+                                            _overrides(sys.argv[1:]))
+  config_lib.validate(config)
+  if differed and _CONFIG.value is not None:
+    fields = [d.split(':')[0] for d in differed]
+    log.info('Reading %s with the configuration it was trained with (its '
+             'config.json), which differs from the config file in %s.',
+             workdir, ', '.join(fields[:6])
+             + (f' and {len(fields) - 6} more' if len(fields) > 6 else ''))
+  return config
+
+
 def _run_mode(mode: str, config, workdir: str) -> None:
   from qagan_jax import loop  # pylint: disable=g-import-not-at-top
   from qagan_jax import modes  # pylint: disable=g-import-not-at-top
   from qagan_jax import train_state  # pylint: disable=g-import-not-at-top
+  if mode in _READERS:
+    config = _config_of_run(config, workdir)
   if mode == 'train':
     log.info('Training %s in %s.', config.loss.method, workdir)
     state = loop.train_and_evaluate(config, workdir,

@@ -111,6 +111,56 @@ def saved_config(workdir: epath.Path) -> ml_collections.ConfigDict | None:
   return ml_collections.ConfigDict(data)
 
 
+def config_of_run(config: ml_collections.ConfigDict, workdir,
+                  overrides=()) -> tuple[ml_collections.ConfigDict, list]:
+  """The configuration to read `workdir`'s run with (sample, evaluate):
+  its config.json, so that the training command's overrides need not be
+  repeated; `config`'s value where the file lacks a field (an older
+  version) and for the dotted paths in `overrides` (the command line's,
+  which `check_config` then compares with the run where they are
+  structural). Returns (that config, the fields in which `config` differed
+  from the run without an override, as 'path: run, config', the
+  STRUCTURAL_FIELDS first). `config` as it is when the workdir has no
+  config.json."""
+  saved = saved_config(storage.workdir_path(workdir))
+  if saved is None:
+    return config, []
+  merged = config.copy_and_resolve_references()
+  overridden = set(overrides)
+  differed = []
+
+  def copy(node, values, prefix):
+    for key, value in values.items():
+      path = f'{prefix}{key}'
+      if key not in node or path in overridden:
+        continue            # a field since removed; the command line's
+      current = node[key]
+      if isinstance(current, ml_collections.ConfigDict):
+        if isinstance(value, dict):
+          copy(current, value, path + '.')
+        continue
+      if isinstance(current, tuple) and isinstance(value, list):
+        value = tuple(value)          # JSON keeps tuples as lists
+      if value != current:
+        differed.append(f'{path}: {value!r} in the run, {current!r} in the '
+                        'config file')
+        with merged.unlocked():
+          _set(merged, path, value)
+
+  copy(config, saved.to_dict(), '')
+  # what changes the model or the data first
+  differed.sort(key=lambda d: d.split(':')[0] not in STRUCTURAL_FIELDS)
+  return merged, differed
+
+
+def _set(config, path: str, value) -> None:
+  *parents, name = path.split('.')
+  node = config
+  for part in parents:
+    node = node[part]
+  node[name] = value
+
+
 def check_config(config: ml_collections.ConfigDict,
                  workdir: epath.Path) -> None:
   """Refuses a workdir written by a config with other STRUCTURAL_FIELDS

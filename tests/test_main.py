@@ -40,22 +40,28 @@ def test_train_then_sample_and_evaluate_on_the_command_line(tmp_path,
   # the suite's tiny run; its evaluations during training are tested in
   # process (tests/test_loop.py), the evaluate mode here; stopping and
   # resuming with several processes in tests/test_distributed.py
-  tiny = [f'--workdir={workdir}', *runs.tiny_flags(eval__train_metrics=())]
+  tiny = [f'--config={DEMO}', f'--workdir={workdir}',
+          *runs.tiny_flags(eval__train_metrics=())]
   checkdir = tmp_path / 'check'
-  names = ('stopped', 'resumed', 'finished', 'sampled', 'evaluated', 'checked')
+  names = ('stopped', 'resumed', 'finished', 'sampled', 'evaluated', 'checked',
+           'sampled_bare')
   # off a terminal (here a file), a progress line a step
   commands = [tiny + ['--stop_after=3'],
               tiny + ['--config.run.progress_every=0.000001'], tiny,
-              tiny + ['--mode=sample', '--num_samples=16'],
+              # the workdir's own config: the training overrides need not
+              # be repeated, and without --config, --workdir is enough
+              [f'--config={DEMO}', f'--workdir={workdir}', '--mode=sample',
+               '--num_samples=16'],
               tiny + ['--mode=evaluate', '--num_samples=64'],
               # the preflight check, with the evaluations during training
-              [f'--workdir={checkdir}', *runs.tiny_flags(), '--mode=check']]
-  stopped, resumed, finished, sampled, evaluated, checked = run_command_lines(
-      [{'argv': [f'--config={DEMO}', *argv],
-        'compilations': str(tmp_path / f'{name}.json')}
+              [f'--config={DEMO}', f'--workdir={checkdir}',
+               *runs.tiny_flags(), '--mode=check'],
+              [f'--workdir={workdir}', '--mode=sample', '--num_samples=16']]
+  results = run_command_lines(
+      [{'argv': argv, 'compilations': str(tmp_path / f'{name}.json')}
        for name, argv in zip(names, commands)], tmp_path)
-  for name, (status, _, stderr) in zip(names, (stopped, resumed, finished,
-                                              sampled, evaluated, checked)):
+  stopped, resumed, finished, sampled, evaluated, checked, bare = results
+  for name, (status, _, stderr) in zip(names, results):
     assert status == 0, (name, stderr[-3000:])
     counts = json.loads((tmp_path / f'{name}.json').read_text())
     assert counts['requests'] == counts['hits'], (name, counts)
@@ -112,6 +118,10 @@ def test_train_then_sample_and_evaluate_on_the_command_line(tmp_path,
       sum(summed), abs=0.05 * (len(summed) + 1) + 1e-9)
   assert sorted(p.name for p in checkdir.iterdir()) == []   # scratch removed
   assert 'sample_step0000006_seed0_n16.png' in sampled[1]
+  assert ('with the configuration it was trained with (its config.json), '
+          'which differs from the config file in') in sampled[2]
+  assert 'train.num_iters' in sampled[2]
+  assert 'sample_step0000006_seed0_n16.png' in bare[1]
   assert (workdir / 'samples' / 'sample_step0000006_seed0_n16.npz').is_file()
   report = json.loads((workdir / 'eval' / 'step_0000006.json').read_text())
   assert report['num_samples'] == 64 and 'swd/mean' in report['metrics']
@@ -205,6 +215,12 @@ def test_every_bad_command_line_gets_one_clear_message(tmp_path, trained_run):
       ([demo, *runs.tiny_flags(model__width=8)],
        ('holds a run of another configuration',
         'model.width: 4 in the workdir, 8 now'), {'cwd': str(holding_a_run)}),
+      # sample reads the run's config; an override that contradicts it
+      ([demo, '--mode=sample', '--config.model.width=8'],
+       ('holds a run of another configuration',
+        'model.width: 4 in the workdir, 8 now'), {'cwd': str(holding_a_run)}),
+      (['--mode=evaluate', f'--workdir={empty}'],
+       ('holds no config.json', '--config=')),
       ([demo, workdir],
        ('jax.distributed.initialize() failed', 'JAX_NUM_PROCESSES'),
        {'env': {'JAX_COORDINATOR_ADDRESS': 'localhost:12345'}}),

@@ -128,3 +128,31 @@ def test_a_read_only_folder_in_the_workdir_is_refused_at_once(
   assert last.startswith(f'qagan_jax: {folder} is not writable (Read-only')
   assert 'Traceback' not in result.stderr
   assert sorted(p.name for p in folder.iterdir()) == ['2', '3']
+
+
+def test_the_config_of_a_run_is_its_config_json_under_the_overrides(
+    tmp_path):
+  """What sample and evaluate read a workdir with: its config.json (JSON's
+  lists as the tuples they were), the config's value for a field the file
+  lacks (an older version) and for each command-line override; a field
+  the file holds that no longer exists is left out."""
+  config = runs.tiny_config()
+  saved = json.loads(config.to_json())
+  saved['train']['num_iters'] = 1000                  # the training command's
+  saved['model']['width'] = 8
+  saved['eval']['metrics'] = ['swd']                  # a tuple, in JSON
+  del saved['run']['progress_every']                  # an older version
+  saved['run']['a_removed_field'] = 3
+  (tmp_path / workdirs.CONFIG_FILE).write_text(json.dumps(saved))
+  merged, differed = workdirs.config_of_run(config, tmp_path,
+                                            overrides=['model.width'])
+  assert merged.train.num_iters == 1000 and merged.eval.metrics == ('swd',)
+  assert merged.model.width == config.model.width        # overridden
+  assert merged.run.progress_every == config.run.progress_every
+  assert 'a_removed_field' not in merged.run
+  assert differed == [
+      f'train.num_iters: 1000 in the run, {config.train.num_iters} in the '
+      'config file',
+      f"eval.metrics: ('swd',) in the run, {config.eval.metrics!r} in the "
+      'config file']
+  assert workdirs.config_of_run(config, tmp_path / 'none') == (config, [])

@@ -106,6 +106,10 @@ def main():
   parser.add_argument('--variants', nargs='+', default=['wgangp', 'ssim',
                                                         'niqe'],
                       choices=['wgangp', 'ssim', 'niqe'])
+  parser.add_argument('--critic-loop', default='auto',
+                      choices=train_state.CRITIC_LOOPS,
+                      help='train.critic_loop of the timed steps (auto: '
+                      "the platform's default)")
   parser.add_argument('--xla-defaults', action='store_true',
                       help="also time WGAN-GP with XLA's default options")
   parser.add_argument('--torch', action='store_true',
@@ -113,16 +117,21 @@ def main():
   args = parser.parse_args()
   mesh = train.make_mesh()
   devices = mesh.devices.size
-  print(f'jax {jax.__version__}, {devices} {jax.devices()[0].platform} '
+  platform = jax.devices()[0].platform
+  loop = 'unrolled' if train.critic_steps_unrolled(args.critic_loop,
+                                                   platform) else 'scan'
+  print(f'jax {jax.__version__}, {devices} {platform} '
         f'device(s); batch {args.batch}, {args.resolution}x{args.resolution}, '
-        f'width {args.width}, {args.dtype}')
+        f'width {args.width}, {args.dtype}, critic steps {loop}')
   variants = {}
   for method in args.variants:
-    variants[method] = build_variant(method, args, mesh)
+    variants[method] = build_variant(method, args, mesh,
+                                     critic_loop=args.critic_loop)
     print(f'  compiled {method:7s} in {variants[method]["compile_s"]:.1f} s')
   if args.xla_defaults:
-    v = variants['wgangp_xla_defaults'] = build_variant('wgangp', args, mesh,
-                                                        compiler_options={})
+    v = variants['wgangp_xla_defaults'] = build_variant(
+        'wgangp', args, mesh, compiler_options={},
+        critic_loop=args.critic_loop)
     print(f'  compiled wgangp with XLA defaults in {v["compile_s"]:.1f} s')
   for v in variants.values():
     v['run'] = functools.partial(run_jax, v)

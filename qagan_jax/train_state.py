@@ -80,7 +80,8 @@ def default_config() -> ml_collections.ConfigDict:
       adam_eps=1e-8,             # TensorFlow's default, as the authors' code
       ema_decay=0.99,            # generator EMA for sampling
       # How the step runs its n_critic critic steps (CRITIC_LOOPS): 'auto'
-      # unrolls them on CPUs and scans them elsewhere (critic_steps_unrolled).
+      # is the loop measured on the platform, so far unrolled everywhere
+      # (train.critic_steps_unrolled).
       critic_loop='auto',
   ))
   return config

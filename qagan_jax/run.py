@@ -129,15 +129,15 @@ class Run:
     if self.lock is None:
       return None
     holder = self.lock.holder_now()
-    if holder == self.lock.holder:
-      return None
+    if holder is None or holder == self.lock.holder:
+      return None    # unreadable (being rewritten on some stores): judged later
     if holder == 'removed':
       return workdirs.WorkdirRemovedError.of(self.workdir)
-    who = '' if holder is None else f' ({holder.describe()})'
     return run_lock.WorkdirBusyError(
-        f'another run{who} took over {self.workdir} while this run trained '
-        "(it found this run's lock not renewed); this run stops without "
-        'writing there again. One run per workdir: stop one of them.')
+        f'another run ({holder.describe()}) took over {self.workdir} while '
+        "this run trained (it found this run's lock not renewed); this run "
+        'stops without writing there again. One run per workdir: stop one of '
+        'them.')
 
   def close(self, finish_saves: bool = True):
     """Stops the input; finishes the checkpoints being written, unless

@@ -268,6 +268,6 @@ def _steps(run, state, outputs, requests, stop_after, on_step):
       break
   progress.close()
   writer.close()
-  if outputs.lead and not stopped_by:
+  if outputs.lead:     # also at a stop: the curves so far
     reporting.plot_loss_curves(run.workdir)
   return state

@@ -213,9 +213,9 @@ def plot_loss_curves(workdir: str | os.PathLike,
   records = read_metrics(workdir)
   if not records:
     return None
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  # a Figure of its own, without pyplot: the caller's backend (a notebook's
+  # inline plots) and figures are left alone
+  from matplotlib import figure  # pylint: disable=g-import-not-at-top
   panels = [
       ('losses', ('critic_loss', 'generator_loss')),
       ('Wasserstein estimate', ('wasserstein',)),
@@ -234,8 +234,8 @@ def plot_loss_curves(workdir: str | os.PathLike,
             if any(k in r for r in records for k in keys)]
   cols = min(len(panels), 3)
   rows = math.ceil(len(panels) / cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows),
-                           squeeze=False)
+  fig = figure.Figure(figsize=(4.5 * cols, 3.2 * rows))
+  axes = fig.subplots(rows, cols, squeeze=False)
   for ax in axes.flat[len(panels):]:
     ax.set_visible(False)
   for ax, (title, keys) in zip(axes.flat, panels):
@@ -253,7 +253,6 @@ def plot_loss_curves(workdir: str | os.PathLike,
   out = epath.Path(out or epath.Path(workdir) / 'loss_curves.png')
   buffer = io.BytesIO()
   fig.savefig(buffer, dpi=90, format='png')
-  plt.close(fig)
   storage.write_bytes(out, buffer.getvalue())
   return out
 

@@ -161,3 +161,24 @@ def test_progress_lines_can_be_turned_off():
 def test_duration():
   assert [reporting.duration(s) for s in (0, 42.4, 187, 7500, 90061)] == [
       '0 s', '42 s', '3 min 07 s', '2 h 05 min', '25 h 01 min']
+
+
+def test_loss_curves_leave_the_callers_matplotlib_alone(tmp_path):
+  """In a notebook the run's plot must not switch the inline backend to
+  Agg (the notebook's own figures would stop showing) or leave figures
+  open."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  before = matplotlib.get_backend()
+  matplotlib.use('svg')          # a backend of the caller's
+  try:
+    (tmp_path / 'metrics.jsonl').write_text(''.join(
+        json.dumps({'step': step, 'critic_loss': -step / 10,
+                    'generator_loss': step / 5, 'eval/swd/mean': 3.0 - step})
+        + '\n' for step in (10, 20, 30)))
+    path = reporting.plot_loss_curves(tmp_path)
+    assert matplotlib.get_backend() == 'svg'
+    assert plt.get_fignums() == []
+    assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  finally:
+    matplotlib.use(before)

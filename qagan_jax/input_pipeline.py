@@ -170,6 +170,22 @@ class DatasetNotPreparedError(errors.DataError, FileNotFoundError):
   """A tfds dataset that is not in its data_dir and cannot be downloaded."""
 
 
+def remote_data_dir_problem(data_dir: str) -> str:
+  """Why a tfds data_dir on remote storage (gs://...) is refused, and how
+  to stage it: training reads a dataset's array_record files by random
+  access, which tfds' data source does not do through a URL (reading one
+  record from a gs:// data_dir hung on a Cloud Storage API here)."""
+  url = str(data_dir).rstrip('/')
+  return (f'data.data_dir = {data_dir!r}: training reads tfds datasets from '
+          'a local disk, by random access to their array_record files, not '
+          'from a URL. Copy the prepared dataset to the disk of each host '
+          f'once, e.g. `gcloud storage cp -r {url}/NAME ~/tensorflow_datasets/` '
+          '(NAME: cifar10, stl10 or celeb_a; on every worker of a TPU pod: '
+          "`gcloud compute tpus tpu-vm ssh TPU --worker=all --command='...'`), "
+          "and set data.data_dir to that folder (or leave it '' for "
+          "tfds's default, ~/tensorflow_datasets).")
+
+
 def prepare_command(name: str, data_dir: str) -> str:
   """The one command that downloads and prepares a tfds dataset."""
   return (f'{errors.install_command("prepare")} && python -m '

@@ -106,3 +106,18 @@ def test_validate_names_bad_fields_and_suggests(tiny_run_config):
   with pytest.raises(ValueError, match=r'eval.reference_cache=nosuch://bucket/'
                      r'cache: nosuch:// is not a storage'):
     config_lib.validate(config)
+
+
+@pytest.mark.parametrize('data_dir', ['gs://bucket/tfds', 's3://bucket/tfds/'])
+def test_a_data_dir_on_remote_storage_is_refused_with_how_to_stage_it(
+    data_dir):
+  """Reading a record of a tfds dataset from gs:// (a Cloud Storage API on
+  this machine) hung: refused at load, with the copy to each host's disk."""
+  config = config_lib.get_config('cifar10', 'ssim')
+  config.data.data_dir = data_dir
+  with pytest.raises(config_lib.ConfigurationError) as refused:
+    config_lib.validate(config)
+  message = str(refused.value)
+  assert f'data.data_dir = {data_dir!r}' in message
+  assert f"gcloud storage cp -r {data_dir.rstrip('/')}/NAME" in message
+  assert '--worker=all' in message

@@ -333,8 +333,8 @@ class Checkpointer:
                   'checkpoint; otherwise they are damaged (resuming the '
                   'training sets them aside)')
       raise UnreadableCheckpointError(
-          f'no readable checkpoint in {self.directory} (tried '
-                       f'steps {tried}); {advice}.')
+          f'no readable checkpoint in {self.directory} (tried steps '
+          f'{tried}); {advice}.')
     return None
 
   def _restore_step(self, candidate, abstract_state, data_iterator,

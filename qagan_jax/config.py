@@ -227,8 +227,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _number(errors, 'data.device_budget', data.device_budget, high=1.0,
           low_open=True, high_open=False)
   _positive_int(errors, 'data.read_threads', data.read_threads, minimum=0)
-  if '://' in str(data.data_dir):
-    errors.append(input_pipeline.remote_data_dir_problem(data.data_dir))
+  problem = input_pipeline.data_dir_problem(data.data_dir)
+  if problem:
+    errors.append(problem)
   evaluation = config.eval
   errors += evaluator.check_metrics(evaluation.metrics, 'eval.metrics')
   errors += evaluator.check_metrics(evaluation.train_metrics,

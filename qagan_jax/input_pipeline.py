@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 from qagan_jax import errors
+from qagan_jax import storage
 
 DATASETS = ('cifar10', 'stl10', 'celeb_a', 'natural_patches')
 # CelebA's aligned images are 218x178; the authors' centre crop.
@@ -170,11 +171,14 @@ class DatasetNotPreparedError(errors.DataError, FileNotFoundError):
   """A tfds dataset that is not in its data_dir and cannot be downloaded."""
 
 
-def remote_data_dir_problem(data_dir: str) -> str:
-  """Why a tfds data_dir on remote storage (gs://...) is refused, and how
-  to stage it: training reads a dataset's array_record files by random
-  access, which tfds' data source does not do through a URL (reading one
-  record from a gs:// data_dir hung on a Cloud Storage API here)."""
+def data_dir_problem(data_dir: str) -> str | None:
+  """Why a tfds data_dir is refused, and how to stage it, or None: one on
+  remote storage (gs://...), as training reads a dataset's array_record
+  files by random access, which tfds' data source does not do through a
+  URL (reading one record from a gs:// data_dir hung on a Cloud Storage
+  API here)."""
+  if not storage.is_url(str(data_dir)):
+    return None
   url = str(data_dir).rstrip('/')
   return (f'data.data_dir = {data_dir!r}: training reads tfds datasets from '
           'a local disk, by random access to their array_record files, not '

@@ -278,15 +278,10 @@ def _overrides(argv) -> list[str]:
 def _config_of_run(config, workdir: str):
   """For the sample and evaluate modes: the configuration the workdir's
   run was trained with, the command line's overrides on top."""
-  from qagan_jax import storage  # pylint: disable=g-import-not-at-top
   from qagan_jax import workdirs  # pylint: disable=g-import-not-at-top
-  if (_CONFIG.value is None
-      and workdirs.saved_config(storage.workdir_path(workdir)) is None):
-    raise errors.ConfigurationError(
-        f'--workdir={workdir} holds no config.json to read its run with (no '
-        'run was trained there): pass --config=<the config of its run>.')
-  config, differed = workdirs.config_of_run(config, workdir,
-                                            _overrides(sys.argv[1:]))
+  config, differed = workdirs.config_of_run(
+      config, workdir, _overrides(sys.argv[1:]),
+      required=_CONFIG.value is None)
   config_lib.validate(config)
   if differed and _CONFIG.value is not None:
     fields = [d.split(':')[0] for d in differed]

@@ -173,13 +173,22 @@ def workdir_problem(workdir: str | os.PathLike) -> str | None:
       return (f'--workdir={workdir}: the folder name {name[:24]}... is '
               f'{len(os.fsencode(name))} bytes long, and this filesystem '
               f'allows {longest}; use a shorter --workdir.')
-  try:   # what the disk says, read-only mounts included
-    probe = os.path.join(existing, f'.qagan_jax_probe_{uuid.uuid4().hex[:8]}')
+  error = _folder_refusal(existing)   # what the disk says, read-only too
+  if error is not None:
+    return (f'--workdir={workdir}: {existing} is not writable ({error.strerror}'
+            '); pass a --workdir on a writable disk.')
+  return None
+
+
+def _folder_refusal(folder: str) -> OSError | None:
+  """The error of making (and removing) a folder in local `folder`, or None:
+  permissions and read-only mounts alike."""
+  probe = os.path.join(folder, f'.qagan_jax_probe_{uuid.uuid4().hex[:8]}')
+  try:
     os.mkdir(probe)
     os.rmdir(probe)
   except OSError as error:
-    return (f'--workdir={workdir}: {existing} is not writable ({error.strerror}'
-            '); pass a --workdir on a writable disk.')
+    return error
   return None
 
 
@@ -197,11 +206,8 @@ def unwritable_part(workdir: str | os.PathLike) -> str | None:
   folders = [root] + sorted(entry.path for entry in os.scandir(root)
                             if entry.is_dir(follow_symlinks=False))
   for folder in folders:
-    probe = os.path.join(folder, f'.qagan_jax_probe_{uuid.uuid4().hex[:8]}')
-    try:
-      os.mkdir(probe)
-      os.rmdir(probe)
-    except OSError as error:
+    error = _folder_refusal(folder)
+    if error is not None:
       return f'{folder} is not writable ({error.strerror})'
   for entry in os.scandir(root):
     if entry.is_file(follow_symlinks=False) and not os.access(entry.path,

@@ -112,7 +112,8 @@ def saved_config(workdir: epath.Path) -> ml_collections.ConfigDict | None:
 
 
 def config_of_run(config: ml_collections.ConfigDict, workdir,
-                  overrides=()) -> tuple[ml_collections.ConfigDict, list]:
+                  overrides=(), required: bool = False
+                  ) -> tuple[ml_collections.ConfigDict, list]:
   """The configuration to read `workdir`'s run with (sample, evaluate):
   its config.json, so that the training command's overrides need not be
   repeated; `config`'s value where the file lacks a field (an older
@@ -121,8 +122,13 @@ def config_of_run(config: ml_collections.ConfigDict, workdir,
   structural). Returns (that config, the fields in which `config` differed
   from the run without an override, as 'path: run, config', the
   STRUCTURAL_FIELDS first). `config` as it is when the workdir has no
-  config.json."""
+  config.json, unless `required` (`config` holds only defaults: no config
+  file was given), which raises ConfigurationError then."""
   saved = saved_config(storage.workdir_path(workdir))
+  if saved is None and required:
+    raise errors.ConfigurationError(
+        f'--workdir={workdir} holds no config.json to read its run with (no '
+        'run was trained there): pass --config=<the config of its run>.')
   if saved is None:
     return config, []
   merged = config.copy_and_resolve_references()
@@ -144,8 +150,7 @@ def config_of_run(config: ml_collections.ConfigDict, workdir,
       if value != current:
         differed.append(f'{path}: {value!r} in the run, {current!r} in the '
                         'config file')
-        with merged.unlocked():
-          _set(merged, path, value)
+        _set(merged, path, value)      # a field it has: no unlocking
 
   copy(config, saved.to_dict(), '')
   # what changes the model or the data first

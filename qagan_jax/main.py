@@ -57,6 +57,7 @@ from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from qagan_jax import cluster
 from qagan_jax import config as config_lib
 from qagan_jax import errors
 
@@ -80,10 +81,10 @@ _STOP_AFTER = flags.DEFINE_integer(
     'as if interrupted (e.g. before a job\'s time limit); the same command '
     'without it resumes.')
 _DISTRIBUTED = flags.DEFINE_enum(
-    'distributed', 'auto', ['auto', 'on', 'off'],
-    "Call jax.distributed.initialize(): 'auto' when the environment describes "
-    'a multi-host job (Cloud TPU pod slice, SLURM, Open MPI, or '
-    'JAX_COORDINATOR_ADDRESS).')
+    'distributed', 'auto', list(cluster.MODES),
+    "Start jax.distributed: 'auto' where JAX finds a cluster of several "
+    'processes (Cloud TPU pod slice, Slurm, Open MPI, Kubernetes Job, '
+    'JAX_COORDINATOR_ADDRESS); on; off.')
 _TRACEBACK = flags.DEFINE_boolean(
     'traceback', False, 'On a failure, show the stack as well as the one-line '
     'message (for a bug report).')
@@ -168,40 +169,6 @@ def _parse_flags(argv):
              f'{type(error).__name__}: {error}')
 
 
-def _maybe_initialize_distributed(mode: str, heartbeat_timeout: int) -> None:
-  import jax  # pylint: disable=g-import-not-at-top
-  env = os.environ
-  multi_host = (
-      'JAX_COORDINATOR_ADDRESS' in env
-      or int(env.get('SLURM_NTASKS', '1')) > 1
-      or int(env.get('OMPI_COMM_WORLD_SIZE', '1')) > 1
-      or ',' in env.get('TPU_WORKER_HOSTNAMES', '')
-      or ',' in env.get('CLOUD_TPU_TASK_ID', ''))
-  if mode == 'on' or (mode == 'auto' and multi_host):
-    # Cluster environments (TPU pods, SLURM, MPI) describe themselves; a
-    # hand-made cluster gives JAX_COORDINATOR_ADDRESS with these two.
-    explicit = {}
-    if 'JAX_NUM_PROCESSES' in env:
-      explicit['num_processes'] = int(env['JAX_NUM_PROCESSES'])
-    if 'JAX_PROCESS_ID' in env:
-      explicit['process_id'] = int(env['JAX_PROCESS_ID'])
-    if 'JAX_CPU_COLLECTIVES_IMPLEMENTATION' not in env:
-      # collectives between the CPU devices of processes (no effect on
-      # accelerators, which have their own)
-      jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-    try:
-      jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat_timeout,
-                                 **explicit)
-    except (ValueError, RuntimeError) as error:
-      sys.exit(f'qagan_jax: jax.distributed.initialize() failed: {error}\n'
-               'A multi-host run needs its cluster environment (Cloud TPU, '
-               'SLURM, Open MPI) or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES '
-               'and JAX_PROCESS_ID on every host; --distributed=off runs on '
-               'this host alone.')
-    log.info('jax.distributed: process %d of %d, %d devices in all.',
-             jax.process_index(), jax.process_count(), jax.device_count())
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
@@ -235,9 +202,9 @@ def main(argv):
   problem = storage.workdir_problem(workdir)
   if problem:
     sys.exit(f'qagan_jax: {problem}')
-  _maybe_initialize_distributed(_DISTRIBUTED.value, _HEARTBEAT.value)
   from qagan_jax import interruption  # pylint: disable=g-import-not-at-top
   try:
+    cluster.initialize(_DISTRIBUTED.value, _HEARTBEAT.value)
     _run_mode(_MODE.value, config, workdir)
   except interruption.PeerLostError as error:
     print(f'qagan_jax: {error}', file=sys.stderr, flush=True)

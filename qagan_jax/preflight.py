@@ -6,19 +6,21 @@ step), in `<workdir>/preflight/` (removed afterwards, so the checkpoints
 are timed on the storage the run will use), and measures: the step's
 compile time, seconds per iteration and images per second over a few
 steps, the memory the step needs (as XLA planned it) and the peak
-memory, one in-training evaluation (the first, with its
-compilations and reference statistics, and a second), one sample grid, and
-one checkpoint's size and save and restore times. `project` turns these
-into the wall time of the whole configured training command (compilation,
-the iterations, and the evaluations, grids and checkpoints at the config's
-intervals), and of the final evaluation of eval.num_samples, scaled from
-the in-training one by the sample count (the evaluate mode's Inception
-metrics and its reference statistics, when not cached, come on top; the
-report says so).
+memory, one sample grid, one checkpoint's size and save and restore
+times, and the two kinds of evaluation (`evaluation_cost`): training's
+(eval.train_metrics on run.eval_samples) and the evaluate mode's that
+follows training (eval.metrics, Inception's included, on
+eval.num_samples), each measured on small counts and projected, with the
+reference statistics the cache lacks and the Inception network's memory.
+Missing Inception weights are said, and the rest projected. `project`
+turns these into the wall time of the whole configured training command
+(compilation, the iterations, and the evaluations, grids and checkpoints
+at the config's intervals), and of the evaluate mode after it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -26,8 +28,10 @@ import time
 
 import jax
 import ml_collections
+import numpy as np
 
 from qagan_jax import compilation
+from qagan_jax import errors
 from qagan_jax import loop
 from qagan_jax import reporting
 from qagan_jax import run as run_lib
@@ -35,6 +39,7 @@ from qagan_jax import sampling
 from qagan_jax import storage
 from qagan_jax import train
 from qagan_jax import train_state
+from qagan_jax.evaluation import evaluator as evaluator_lib
 
 log = logging.getLogger(__name__)
 TIMED_STEPS = 10        # after WARM_STEPS, for seconds per iteration
@@ -47,13 +52,14 @@ class Measured:
   startup: float                   # the run built: data loaded, state made
   compile: float
   step: float                      # per iteration
-  evaluation_first: float | None   # with compilations, reference statistics
+  evaluation_first: float | None   # with compilations, missing references
   evaluation: float | None         # one in-training evaluation, compiled
   grid: float | None               # one sample grid, compiled
   checkpoint_save: float           # until written (in the background)
   checkpoint_blocking: float       # what a save holds the loop up
   checkpoint_restore: float
   checkpoint_bytes: int | None     # None on remote storage
+  final_evaluation: float | None = None   # --mode=evaluate, all of it
 
 
 def _events(total: int, every: int, at_start: bool) -> int:
@@ -82,10 +88,9 @@ def project(config: ml_collections.ConfigDict, measured: Measured) -> dict:
   # written in the background while training goes on: the part that
   # holds the loop up
   parts['checkpoints'] = saves * measured.checkpoint_blocking
-  # the evaluate mode on eval.num_samples: the in-training evaluation's
-  # time per sample (its metrics, not eval.metrics' Inception ones)
-  per_sample = (measured.evaluation or 0.0) / config.run.eval_samples
-  parts['final_evaluation'] = per_sample * config.eval.num_samples
+  # the evaluate mode on eval.num_samples, its compilations and the
+  # references it lacks included
+  parts['final_evaluation'] = measured.final_evaluation or 0.0
   return {
       'seconds': {k: round(v, 1) for k, v in parts.items()},
       # the training command; the evaluate mode's is final_evaluation
@@ -134,6 +139,119 @@ def measure(config: ml_collections.ConfigDict, workdir) -> dict:
   return found
 
 
+def evaluation_cost(run: run_lib.Run, state, metrics, num_samples: int,
+                    skip_cached: frozenset = frozenset()) -> dict:
+  """What evaluating `num_samples` samples of `state` with `metrics` costs,
+  as `sampling.evaluate_samples` does it (training's evaluations, the
+  evaluate mode).
+
+  What grows with the sample count, generating the samples and extracting
+  what the metrics need of them (the Inception network, the NIQE
+  features), is timed on a probe of eval.batch_size samples and projected.
+  The scoring is timed at the full count, on the probe's rows repeated:
+  FID's matrix square root, KID's subsets, PRDC's neighbours and SWD's
+  projections do not grow linearly. It scores against the offline
+  reference of the real images at its real size (read from the cache, or
+  computed and cached, as the evaluation would) and against stand-ins of
+  the Inception reference's real size; the Inception reference statistics
+  that neither the cache holds nor `skip_cached` (kind, images) names are
+  projected from their time per image on the probe. A first evaluation of
+  the probe pays the compilations.
+
+  Returns {'metrics', 'samples', 'seconds': one evaluation of
+  `num_samples` (its references at hand), 'first_seconds': the first
+  (compilations and references included), 'compile_seconds',
+  'references': [{kind, images, cached, seconds}], 'probe_samples',
+  'inception_planned_bytes', 'missing_inception'} (the DataError's message
+  when the Inception weights are missing: the Inception metrics are left
+  out and the rest measured).
+  """
+  cfg = run.config
+  cache = evaluator_lib.reference_cache_dir(cfg.eval)
+  missing = None
+  try:
+    scorer = evaluator_lib.Evaluator(cfg, metrics, num_samples, cache)
+  except errors.DataError as error:
+    missing = str(error)
+    metrics = tuple(m for m in metrics
+                    if m not in evaluator_lib.INCEPTION_METRICS)
+    scorer = evaluator_lib.Evaluator(cfg, metrics, num_samples, cache)
+  found = {'metrics': list(metrics), 'samples': num_samples, 'seconds': 0.0,
+           'first_seconds': 0.0, 'compile_seconds': 0.0, 'references': [],
+           'probe_samples': 0, 'inception_planned_bytes': None,
+           'missing_inception': missing}
+  if not metrics:
+    return found
+  # PRDC needs more samples than its neighbour count
+  fewest = (cfg.eval.prdc_k + 1 if {'prdc', 'prdc_niqe'} & set(metrics)
+            else 1)
+  probe = min(num_samples, max(cfg.eval.batch_size, fewest))
+  probe_config = cfg.copy_and_resolve_references()
+  probe_config.eval.reference_samples = min(probe,
+                                            cfg.eval.reference_samples)
+  probe_config.eval.swd_images = min(probe, cfg.eval.swd_images)
+  prepared = run.sampler.prepare(state)
+
+  def extract(evaluator):
+    return sampling.extract_samples(evaluator, run.sampler, state, probe,
+                                    prepared)
+
+  with _quiet(evaluator_lib.log):   # the probe's references are not the run's
+    began = time.perf_counter()
+    compiling = evaluator_lib.Evaluator(probe_config, metrics, probe)
+    compiling.score(extract(compiling))
+    first = time.perf_counter() - began
+    probe_evaluator = evaluator_lib.Evaluator(probe_config, metrics, probe)
+    probed, inception_reference = 0.0, None
+    if probe_evaluator.extractor is not None:
+      probed, inception_reference = _timed(
+          probe_evaluator.inception_reference)
+    probed += _timed(probe_evaluator.offline_reference)[0]
+    extracting, parts = _timed(extract, probe_evaluator)
+    scoring_probe = _timed(probe_evaluator.score, parts)[0]
+
+    for kind, images, path in scorer.references():
+      cached = (kind, images) in skip_cached or (
+          path is not None and path.is_file())
+      if kind == 'inception':
+        per_image = probed / probe_config.eval.reference_samples
+        seconds = 0.0 if cached else per_image * images
+        stats, kid_features = inception_reference
+        scorer.use_inception_reference(stats, np.resize(kid_features, (
+            min(images, evaluator_lib.KID_REFERENCE_ROWS),
+            kid_features.shape[1])))
+      else:       # the offline reference, at its real size
+        seconds = _timed(scorer.offline_reference)[0]
+      found['references'].append({'kind': kind, 'images': images,
+                                  'cached': cached,
+                                  'seconds': round(seconds, 1)})
+    scoring = _timed(scorer.score, {
+        name: np.resize(rows, (num_samples,) + rows.shape[1:])
+        for name, rows in parts.items()})[0]
+  seconds = extracting / probe * num_samples + scoring
+  compile_seconds = max(first - probed - extracting - scoring_probe, 0.0)
+  found.update(
+      seconds=round(seconds, 2), compile_seconds=round(compile_seconds, 2),
+      first_seconds=round(compile_seconds + seconds + sum(
+          r['seconds'] for r in found['references']), 2),
+      probe_samples=probe,
+      inception_planned_bytes=(
+          probe_evaluator.extractor.planned_bytes(cfg.model.resolution)
+          if probe_evaluator.extractor is not None else None))
+  return found
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger):
+  """`logger`'s INFO messages dropped within."""
+  level = logger.level
+  logger.setLevel(logging.WARNING)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
+
+
 def _timed(function, *args):
   start = time.perf_counter()
   out = jax.block_until_ready(function(*args))
@@ -155,16 +273,27 @@ def _measure(run: run_lib.Run, startup: float) -> dict:
   step = (time.perf_counter() - began) / TIMED_STEPS
   images = train_state.images_per_iteration(cfg.train)
 
-  grid = first = evaluation = None
+  memory = _memory(compiled)
+  grid = None
   if cfg.run.sample_grid:
     z = sampling.grid_latents(cfg.run.sample_grid, run.setup.latent_dim)
     _timed(run.sampler, state, z)
     grid = _timed(run.sampler, state, z)[0]
-  if run.evaluator is not None:
-    evaluate = lambda: sampling.evaluate_samples(  # pylint: disable=g-long-lambda
-        run.evaluator, run.sampler, state, cfg.run.eval_samples)
-    first = _timed(evaluate)[0]
-    evaluation = _timed(evaluate)[0]
+  in_training = None
+  if run.evaluator is not None:   # missing Inception weights fail here
+    in_training = evaluation_cost(run, state, cfg.eval.train_metrics,
+                                  cfg.run.eval_samples)
+  # the evaluate mode, after training: the references training computed
+  # are cached by then
+  final = evaluation_cost(
+      run, state, cfg.eval.metrics, cfg.eval.num_samples,
+      skip_cached=frozenset((r['kind'], r['images'])
+                            for r in (in_training or {}).get('references', ())))
+  peak = (jax.local_devices()[0].memory_stats() or {}).get('peak_bytes_in_use')
+  memory['evaluation_device_peak_bytes'] = (
+      peak if peak is not None and peak > (memory['device_peak_bytes'] or 0)
+      else memory['device_peak_bytes'])
+  memory['inception_planned_bytes'] = final['inception_planned_bytes']
 
   began = time.perf_counter()
   run.save(WARM_STEPS + TIMED_STEPS, state)
@@ -177,8 +306,11 @@ def _measure(run: run_lib.Run, startup: float) -> dict:
   jax.block_until_ready(run.checkpointer.restore(run.abstract_state())[0])
   restore = time.perf_counter() - began
 
-  measured = Measured(startup, compile_seconds, step, first, evaluation, grid,
-                      save, blocking, restore, size)
+  measured = Measured(
+      startup, compile_seconds, step,
+      in_training and in_training['first_seconds'],
+      in_training and in_training['seconds'], grid, save, blocking, restore,
+      size, final['first_seconds'])
   return {
       'config': {'dataset': cfg.data.dataset, 'method': cfg.loss.method,
                  'resolution': cfg.model.resolution,
@@ -195,9 +327,9 @@ def _measure(run: run_lib.Run, startup: float) -> dict:
       'compile_seconds': round(compile_seconds, 2),
       'seconds_per_iteration': round(step, 4),
       'images_per_second': round(images / step, 1),
-      'memory': _memory(compiled),
-      'evaluation_seconds': _round(evaluation),
-      'evaluation_first_seconds': _round(first),
+      'memory': memory,
+      'evaluation': in_training,
+      'final_evaluation': final,
       'sample_grid_seconds': _round(grid),
       'checkpoint': {'bytes': size, 'save_seconds': round(save, 3),
                      'blocking_seconds': round(blocking, 3),
@@ -224,10 +356,9 @@ def text(found: dict) -> str:
       f"{found['images_per_second']:.0f} images/s",
       _memory_text(found['memory']),
   ]
-  if found['evaluation_seconds'] is not None:
-    lines.append('evaluation during training: '
-                 f"{found['evaluation_seconds']:.1f} s (the first "
-                 f"{found['evaluation_first_seconds']:.1f} s)")
+  if found['evaluation'] is not None:
+    lines.append(evaluation_text('evaluation during training',
+                                  found['evaluation'], 'each'))
   if found['sample_grid_seconds'] is not None:
     lines.append(f"sample grid: {found['sample_grid_seconds']:.2f} s")
   size = found['checkpoint']['bytes']
@@ -245,12 +376,38 @@ def text(found: dict) -> str:
     count = counts.get(name)
     lines.append(f'  {name.replace("_", " ")}: {reporting.duration(seconds)}'
                  + (f' ({count})' if count else ''))
-  lines.append(
-      f"then --mode=evaluate on {counts['final_evaluation_samples']} samples: "
-      f"{reporting.duration(projection['seconds']['final_evaluation'])} for the "
-      'metrics of eval.train_metrics (its Inception metrics, and reference '
-      'statistics not yet cached, come on top)')
+  lines.append(evaluation_text('then --mode=evaluate', found['final_evaluation'],
+                                'in all'))
   return '\n'.join(lines)
+
+
+def evaluation_text(name: str, cost: dict, each: str) -> str:
+  """A line on what an evaluation costs (`evaluation_cost`)."""
+  missing = cost['missing_inception']
+  if not cost['metrics']:
+    return f'{name}: no metric to compute' + (
+        f" (the Inception weights are missing: {missing.split('. ')[0]})"
+        if missing else '')
+  seconds = cost['first_seconds'] if each == 'in all' else cost['seconds']
+  text = (f"{name} ({', '.join(cost['metrics'])} on {cost['samples']} "
+          f'samples): {reporting.duration(seconds)} {each}')
+  notes = []
+  if each != 'in all':
+    notes.append(f"the first {reporting.duration(cost['first_seconds'])}")
+  notes.append(f"compilations {reporting.duration(cost['compile_seconds'])}")
+  for reference in cost['references']:
+    notes.append(f"{reference['kind']} reference statistics of "
+                 f"{reference['images']} images, "
+                 + ('cached' if reference['cached'] else 'not cached')
+                 + f": {reporting.duration(reference['seconds'])}")
+  if cost['probe_samples'] < cost['samples']:
+    notes.append(f"sampling and features timed on {cost['probe_samples']} "
+                 'samples')
+  text += f" ({'; '.join(notes)})"
+  if missing:
+    text += ('; not counted: the Inception metrics, whose weights are '
+             f"missing ({missing.split('. ')[0]})")
+  return text
 
 
 def _memory_text(memory: dict) -> str:
@@ -262,9 +419,13 @@ def _memory_text(memory: dict) -> str:
     parts.append('the step needs ' + mb('step_planned_bytes') + (
         ' of the ' + mb('device_limit_bytes') + ' a device holds'
         if memory['device_limit_bytes'] else '') + ' (as XLA planned it)')
+  if memory.get('inception_planned_bytes') is not None:
+    parts.append('the Inception network needs ' + mb('inception_planned_bytes'))
   peaks = [f'{name} {mb(key)}' for name, key in (
-      ('device', 'device_peak_bytes'), ('host', 'host_peak_rss_bytes'))
-           if memory[key] is not None]
+      ('device', 'device_peak_bytes'),
+      ('device in evaluation', 'evaluation_device_peak_bytes'),
+      ('host', 'host_peak_rss_bytes'))
+           if memory.get(key) is not None]
   if peaks:
     parts.append('peak ' + ', '.join(peaks))
   return 'memory: ' + ('; '.join(parts) or 'not reported by this platform')

@@ -126,17 +126,25 @@ def generate(sampler: Sampler, state, num: int, seed: int,
   return np.concatenate(chunks)
 
 
-def evaluate_samples(evaluator: evaluator_lib.Evaluator, sampler: Sampler,
-                     state, num: int, prepared=None) -> dict[str, float]:
-  """`evaluator`'s metrics of `num` samples of the evaluation latents
-  (evaluator.SEED), shared out: each process generates its share on its own
-  devices and extracts what the metrics need of it (Inception outputs,
-  NIQE features); every process then scores all of them together. The
-  samples are rounded to uint8, as saved images (and 4x smaller). Samples
-  are generated in chunks of eval.batch_size, as they are measured: the
-  same programs whatever the number of processes. `prepared` as for
+def extract_samples(evaluator: evaluator_lib.Evaluator, sampler: Sampler,
+                    state, num: int, prepared=None) -> dict[str, np.ndarray]:
+  """What `evaluator`'s metrics need (`Evaluator.extract`) of `num` samples
+  of the evaluation latents (evaluator.SEED), shared out: each process
+  generates its share on its own devices and extracts it (Inception
+  outputs, NIQE features); the parts of every process, gathered. The
+  samples are rounded to uint8, as saved images (and 4x smaller), and
+  generated in chunks of eval.batch_size, as they are measured: the same
+  programs whatever the number of processes. `prepared` as for
   `generate`."""
   mine = generate(sampler, state, num, evaluator_lib.SEED,
                   batch=evaluator.config.eval.batch_size, as_uint8=True,
                   shared=True, prepared=prepared)
-  return evaluator.score(shares.gather(evaluator.extract(mine), num))
+  return shares.gather(evaluator.extract(mine), num)
+
+
+def evaluate_samples(evaluator: evaluator_lib.Evaluator, sampler: Sampler,
+                     state, num: int, prepared=None) -> dict[str, float]:
+  """`evaluator`'s metrics of `num` samples (`extract_samples`), scored by
+  every process together."""
+  return evaluator.score(extract_samples(evaluator, sampler, state, num,
+                                         prepared))

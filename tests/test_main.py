@@ -54,8 +54,12 @@ def test_train_then_sample_and_evaluate_on_the_command_line(tmp_path,
                '--num_samples=16'],
               tiny + ['--mode=evaluate', '--num_samples=64'],
               # the preflight check, with the evaluations during training
+              # and the evaluate mode's (on a count whose programs are
+              # compiled: its projection from two probe counts is
+              # tests/test_preflight.py's)
               [f'--config={DEMO}', f'--workdir={checkdir}',
-               *runs.tiny_flags(), '--mode=check'],
+               *runs.tiny_flags(), '--config.eval.num_samples=64',
+               '--mode=check'],
               [f'--workdir={workdir}', '--mode=sample', '--num_samples=16']]
   results = run_command_lines(
       [{'argv': argv, 'compilations': str(tmp_path / f'{name}.json')}
@@ -92,9 +96,19 @@ def test_train_then_sample_and_evaluate_on_the_command_line(tmp_path,
   found = json.loads(checked[1].strip().splitlines()[-1])   # one JSON line
   assert 'projected run of 6 iterations' in checked[1]
   for key in ('compile_seconds', 'seconds_per_iteration', 'images_per_second',
-              'evaluation_seconds', 'evaluation_first_seconds',
               'sample_grid_seconds', 'startup_seconds'):
     assert found[key] > 0, key
+  # training's evaluations at their count; the evaluate mode's after it,
+  # projected to eval.num_samples from two probe counts
+  assert found['evaluation']['probe_samples'] == 64
+  assert 0 < found['evaluation']['seconds'] <= found['evaluation'][
+      'first_seconds']
+  final = found['final_evaluation']
+  assert final['samples'] == 64 and final['seconds'] > 0
+  [reference] = final['references']
+  assert (reference['kind'], reference['images'], reference['cached']) == (
+      'niqe', 64, True)
+  assert 'then --mode=evaluate (swd, niqe' in checked[1]
   assert found['placement'] == 'device' and found['devices']['count'] == 1
   assert found['critic_loop'] == 'unrolled'     # 'auto' on a CPU
   assert found['memory']['host_peak_rss_bytes'] > 2**20
@@ -108,7 +122,7 @@ def test_train_then_sample_and_evaluate_on_the_command_line(tmp_path,
   projection = found['projection']
   assert projection['counts'] == {'iterations': 6, 'evaluations': 3,
                                   'sample_grids': 3, 'checkpoints': 3,
-                                  'final_evaluation_samples': 50_000}
+                                  'final_evaluation_samples': 64}
   seconds = projection['seconds']
   assert seconds['training'] == pytest.approx(
       6 * found['seconds_per_iteration'], rel=0.01, abs=0.1)

@@ -6,6 +6,9 @@ The check itself runs on the command line in tests/test_main.py.
 import pytest
 
 from qagan_jax import preflight
+from qagan_jax import run as run_lib
+from qagan_jax.evaluation import evaluator as evaluator_lib
+from qagan_jax.evaluation import inception
 
 
 def test_the_projection_counts_what_the_loop_does_at_its_intervals(
@@ -16,7 +19,7 @@ def test_the_projection_counts_what_the_loop_does_at_its_intervals(
   measured = preflight.Measured(
       startup=1.0, compile=2.0, step=0.5, evaluation_first=4.0,
       evaluation=1.0, grid=0.1, checkpoint_save=3.0, checkpoint_blocking=0.2,
-      checkpoint_restore=0.3, checkpoint_bytes=10)
+      checkpoint_restore=0.3, checkpoint_bytes=10, final_evaluation=10.0)
   found = preflight.project(config, measured)
   # evaluations and grids at the start, every interval and at the end;
   # checkpoints every interval and at the end
@@ -33,3 +36,64 @@ def test_the_projection_counts_what_the_loop_does_at_its_intervals(
   none = preflight.project(quiet, measured)
   assert none['counts']['evaluations'] == none['counts']['sample_grids'] == 0
   assert none['seconds']['evaluations'] == none['seconds']['sample_grids'] == 0
+
+
+@pytest.mark.slow
+def test_the_evaluate_modes_cost_counts_inception_and_missing_references(
+    tiny_run_config, tmp_path):
+  """Sampling and features timed on a probe and projected, the scoring
+  timed at the full count, the Inception reference statistics the cache
+  lacks projected to their image count, the Inception network's memory;
+  missing weights said, the rest measured."""
+  weights = tmp_path / 'inception.npz'
+  inception.save_weights(inception.random_variables(seed=1), weights)
+  config = tiny_run_config(
+      eval__metrics=('fid', 'kid', 'swd'), eval__train_metrics=(),
+      eval__inception_weights=str(weights), eval__batch_size=4,
+      eval__num_samples=1000, eval__reference_samples=100,
+      eval__swd_images=64, eval__reference_cache=str(tmp_path / 'cache'))
+  run = run_lib.build_run(config, tmp_path / 'run')
+  try:
+    cost = preflight.evaluation_cost(run, run.state, config.eval.metrics,
+                                     config.eval.num_samples)
+    assert cost['metrics'] == ['fid', 'kid', 'swd']
+    assert not cost['missing_inception'] and cost['probe_samples'] == 4
+    [reference] = cost['references']
+    assert (reference['kind'], reference['images'], reference['cached']) == (
+        'inception', 100, False)
+    assert reference['seconds'] > 0
+    assert cost['seconds'] > 0 and cost['compile_seconds'] >= 0
+    assert cost['first_seconds'] == pytest.approx(
+        cost['compile_seconds'] + cost['seconds'] + reference['seconds'],
+        abs=0.1)
+    assert cost['inception_planned_bytes'] > 10 * 2**20   # 299x299 inputs
+    line = preflight.evaluation_text('then --mode=evaluate', cost, 'in all')
+    assert 'inception reference statistics of 100 images, not cached' in line
+    assert 'sampling and features timed on 4 samples' in line
+
+    # the weights missing: said, and the rest measured
+    config.eval.inception_weights = str(tmp_path / 'absent.npz')
+    cost = preflight.evaluation_cost(run, run.state, config.eval.metrics,
+                                     config.eval.num_samples)
+    assert cost['metrics'] == ['swd'] and cost['references'] == []
+    assert cost['seconds'] > 0
+    assert 'python -m qagan_jax.evaluation.inception' in cost[
+        'missing_inception']
+    line = preflight.evaluation_text('then --mode=evaluate', cost, 'in all')
+    assert 'not counted: the Inception metrics, whose weights are missing' in (
+        line)
+  finally:
+    run.close()
+
+
+def test_the_cache_decides_which_references_are_counted(tiny_run_config,
+                                                         tmp_path):
+  config = tiny_run_config(eval__metrics=('niqe',), eval__num_samples=640,
+                           eval__swd_images=32,
+                           eval__reference_cache=str(tmp_path / 'cache'))
+  [(kind, images, path)] = evaluator_lib.Evaluator(
+      config, config.eval.metrics, 640,
+      cache_dir=evaluator_lib.reference_cache_dir(config.eval)).references()
+  assert (kind, images) == ('niqe', 32)
+  assert str(path).startswith(str(tmp_path / 'cache'))
+  assert evaluator_lib.Evaluator(config, ('swd',), 640).references() == []

@@ -157,6 +157,22 @@ class Evaluator:
     return self.cache_dir / (f'{data.dataset}_{self.config.eval.reference_split}'
                              f'_{kind}_{count}_{digest}.npz')
 
+  def references(self) -> list[tuple[str, int, epath.Path | None]]:
+    """The reference statistics this evaluator's metrics need, each as
+    (kind, real images it is computed on, its cache file or None when not
+    cached): 'inception' on eval.reference_samples images (at most the
+    split's), 'niqe' on min(num_samples, eval.swd_images). A file that
+    exists is read instead of computed."""
+    found = []
+    if self.extractor is not None:
+      count = self.config.eval.reference_samples
+      found.append(('inception', min(count, len(self._inception_source())),
+                    self._cache_path('inception', count)))
+    if {'niqe', 'prdc_niqe'} & set(self.metrics):
+      count = min(self.num_samples, self.config.eval.swd_images)
+      found.append(('niqe', count, self._cache_path('niqe', count)))
+    return found
+
   def offline_reference(self):
     """(images for SWD, NIQE feature rows, NIQE MVG, pairwise SSIM) of the
     real images; entries a metric does not need are None."""
@@ -229,6 +245,22 @@ class Evaluator:
     found = prdc_lib.prdc(real, fake, k=self.config.eval.prdc_k)
     return {f'prdc_niqe/{name}': value for name, value in found.items()}
 
+  def _inception_split(self) -> str:
+    return ('train' if self.config.eval.reference_split == 'train'
+            else _held_out_split(self.config.data))
+
+  def _inception_source(self):
+    return input_pipeline.data_source(self.config.data,
+                                      self._inception_split())
+
+  def use_inception_reference(self, stats: metrics_lib.GaussianStats,
+                              kid_features: np.ndarray) -> None:
+    """Scores against these statistics of the real images' Inception
+    features (and these rows for KID and PRDC) instead of reading or
+    computing them: stand-ins of the real sizes for the preflight's
+    timing."""
+    self._inception_reference = (stats, kid_features)
+
   def inception_reference(self):
     """(GaussianStats, KID features) of the real images' Inception features."""
     if self._inception_reference is not None:
@@ -244,13 +276,11 @@ class Evaluator:
       log.info('Reference Inception statistics from %s.', path)
       return self._inception_reference
     start = time.perf_counter()
-    split = ('train' if self.config.eval.reference_split == 'train'
-             else _held_out_split(self.config.data))
+    split = self._inception_split()
     # every process its share of the images, chunk by chunk (50,000 float
     # images are GBs); all of them read, as the random crops and flips of
     # each image depend on those before it
-    count = min(count, len(input_pipeline.data_source(self.config.data,
-                                                      split)))
+    count = min(count, len(self._inception_source()))
     first, stop = shares.share(count)
     mine, offset = [], 0
     for chunk in input_pipeline.iter_split_images(self.config.data, split,

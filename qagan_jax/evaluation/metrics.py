@@ -11,6 +11,7 @@ import dataclasses
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import scipy.special
 
@@ -36,6 +37,15 @@ class InceptionExtractor:
     self._replicated = jax.device_put(
         variables, jax.sharding.NamedSharding(mesh,
                                               jax.sharding.PartitionSpec()))
+
+  def planned_bytes(self, resolution: int) -> int | None:
+    """Device memory the network's program needs for a batch of
+    `resolution`-pixel images, as XLA planned it
+    (`compilation.program_bytes`)."""
+    x = jax.ShapeDtypeStruct((self.batch_size, resolution, resolution, 3),
+                             jnp.float32, sharding=self._sharding)
+    return compilation.program_bytes(
+        self._apply.lower(self._replicated, x).compile())
 
   def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`images [N, H, W, 3]` uint8 -> (features `[N, 2048]`, logits `[N, 1008]`)."""

@@ -180,10 +180,13 @@ def workdir_problem(workdir: str | os.PathLike) -> str | None:
   return None
 
 
+_PROBE_PREFIX = '.qagan_jax_probe_'
+
+
 def _folder_refusal(folder: str) -> OSError | None:
   """The error of making (and removing) a folder in local `folder`, or None:
   permissions and read-only mounts alike."""
-  probe = os.path.join(folder, f'.qagan_jax_probe_{uuid.uuid4().hex[:8]}')
+  probe = os.path.join(folder, f'{_PROBE_PREFIX}{uuid.uuid4().hex[:8]}')
   try:
     os.mkdir(probe)
     os.rmdir(probe)
@@ -203,15 +206,20 @@ def unwritable_part(workdir: str | os.PathLike) -> str | None:
   root = os.fspath(workdir)
   if not os.path.isdir(root):
     return None
-  folders = [root] + sorted(entry.path for entry in os.scandir(root)
-                            if entry.is_dir(follow_symlinks=False))
+  # not the probes of the run's other processes, which they remove
+  folders = [root] + sorted(
+      entry.path for entry in os.scandir(root)
+      if entry.is_dir(follow_symlinks=False)
+      and not entry.name.startswith(_PROBE_PREFIX))
   for folder in folders:
     error = _folder_refusal(folder)
     if error is not None:
+      if not os.path.isdir(folder):   # removed meanwhile: nothing to write
+        continue
       return f'{folder} is not writable ({error.strerror})'
   for entry in os.scandir(root):
-    if entry.is_file(follow_symlinks=False) and not os.access(entry.path,
-                                                              os.W_OK):
+    if (entry.is_file(follow_symlinks=False)
+        and not os.access(entry.path, os.W_OK) and os.path.exists(entry.path)):
       return f'{entry.path} is not writable'
   return None
 

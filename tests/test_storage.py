@@ -12,6 +12,7 @@ TENSORSTORE_GCS_HTTP_URL with GOOGLE_AUTH_TOKEN_FOR_TESTING for tensorstore
 import errno
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -244,3 +245,26 @@ def test_an_unknown_url_scheme_is_refused_by_name(tmp_path, monkeypatch):
   problem = storage.workdir_problem('nosuch://b/run')
   assert problem.startswith('--workdir=nosuch://b/run: nosuch:// is not')
   assert list(tmp_path.iterdir()) == []
+
+
+def test_the_workdir_check_ignores_what_another_process_removes(tmp_path,
+                                                                monkeypatch):
+  """The processes of one run check the workdir at once: a probe folder of
+  another process, or a subfolder removed while the check runs, is not
+  'unwritable' (it stopped a two-process resume with 'No such file or
+  directory')."""
+  workdir = tmp_path / 'run'
+  (workdir / 'samples').mkdir(parents=True)
+  (workdir / '.qagan_jax_probe_0a1b2c3d').mkdir()   # another process's
+  real_mkdir = os.mkdir
+
+  def mkdir(path, *args, **kwargs):
+    path = os.fspath(path)
+    if '.qagan_jax_probe_0a1b2c3d' in path:
+      raise FileNotFoundError(2, 'No such file or directory')
+    if os.path.dirname(path) == str(workdir / 'samples'):
+      shutil.rmtree(workdir / 'samples')      # removed by another writer
+    return real_mkdir(path, *args, **kwargs)
+
+  monkeypatch.setattr(os, 'mkdir', mkdir)
+  assert storage.unwritable_part(workdir) is None

@@ -41,6 +41,23 @@ def collective_failed(error: BaseException) -> bool:
   return any(marker in text for marker in _COLLECTIVE_FAILURES)
 
 
+def peer_lost(error: BaseException, checkpoints=None) -> PeerLostError | None:
+  """The PeerLostError that `error` means when this process is one of
+  several and a collective failed because another process stopped (at
+  start-up, in training, in an evaluation); None otherwise. `checkpoints`:
+  the folder to resume from, named in the message."""
+  if not (isinstance(error, (jax.errors.JaxRuntimeError, ValueError))
+          and jax.process_count() > 1 and collective_failed(error)):
+    return None
+  where = f' from the newest checkpoint in {checkpoints}' if checkpoints else ''
+  return PeerLostError(
+      f'process {jax.process_index()} of {jax.process_count()}: an operation '
+      'with the other processes failed '
+      f'({str(error).splitlines()[0][:300]}). Another process has most '
+      'likely stopped; this one stops too. Run the same command on every '
+      f'host to resume{where}.')
+
+
 class StopRequests:
   """Turns SIGINT / SIGTERM into a request to save and stop.
 

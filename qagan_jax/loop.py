@@ -102,16 +102,7 @@ def _failure(run: run_lib.Run, error: Exception) -> Exception | None:
     return run.checkpointer.disk_full(
         os.fspath(error.filename) if error.filename
         else "the run's metrics and sample grids")
-  if (isinstance(error, (jax.errors.JaxRuntimeError, ValueError))
-      and jax.process_count() > 1 and interruption.collective_failed(error)):
-    return interruption.PeerLostError(
-        f'process {jax.process_index()} of {jax.process_count()}: an '
-        'operation with the other processes failed '
-        f'({str(error).splitlines()[0][:300]}). Another process has most '
-        'likely stopped; this one stops too. Run the same command on every '
-        'host to resume from the newest checkpoint in '
-        f'{run.workdir / "checkpoints"}.')
-  return None
+  return interruption.peer_lost(error, run.workdir / 'checkpoints')
 
 
 def _removed(workdir) -> bool:

@@ -205,7 +205,15 @@ def main(argv):
   from qagan_jax import interruption  # pylint: disable=g-import-not-at-top
   try:
     cluster.initialize(_DISTRIBUTED.value, _HEARTBEAT.value)
-    _run_mode(_MODE.value, config, workdir)
+    try:
+      _run_mode(_MODE.value, config, workdir)
+    except Exception as error:  # pylint: disable=broad-except
+      # another process lost outside the training loop (at start-up, in
+      # the sample or evaluate mode)
+      lost = interruption.peer_lost(error)
+      if lost is None:
+        raise
+      raise lost from error
   except interruption.PeerLostError as error:
     print(f'qagan_jax: {error}', file=sys.stderr, flush=True)
     logging.shutdown()

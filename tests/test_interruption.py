@@ -25,6 +25,24 @@ def test_a_failed_collective_is_told_from_other_errors():
       'the checkpoint of step 4 is unreadable'))
 
 
+def test_a_lost_peer_is_one_message_wherever_it_shows(monkeypatch):
+  """At start-up too: a process whose peer died while both took the
+  workdir's lock got a raw 'Gloo context initialization failed' traceback."""
+  startup = jax.errors.JaxRuntimeError(
+      'UNKNOWN: Gloo context initialization failed: DEADLINE_EXCEEDED: '
+      'GetKeyValue() timed out with key: cpu:gloo/0,2048/0\nmore')
+  assert interruption.peer_lost(startup) is None     # one process: a bug
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  lost = interruption.peer_lost(startup)
+  assert isinstance(lost, interruption.PeerLostError)
+  assert str(lost).startswith('process 0 of 2: an operation with the other '
+                              'processes failed (UNKNOWN: Gloo context')
+  assert 'more' not in str(lost) and str(lost).endswith('to resume.')
+  assert str(interruption.peer_lost(startup, '/w/checkpoints')).endswith(
+      'from the newest checkpoint in /w/checkpoints.')
+  assert interruption.peer_lost(ValueError('a config error')) is None
+
+
 def test_a_signal_is_acknowledged_at_once_and_a_second_one_stops(caplog):
   """Ctrl-C while the step compiles or an evaluation runs: said at once,
   seen before the first step; a second Ctrl-C stops without waiting."""

@@ -148,6 +148,7 @@ def refuse_uncoordinated_hosts(platform: str, process_count: int) -> None:
         f'this TPU slice has {process_count} hosts, but JAX found no cluster '
         'to coordinate them (its Cloud TPU detection reads the metadata '
         'server, or TPU_WORKER_HOSTNAMES and TPU_WORKER_ID on GKE). Run with '
-        '--distributed=on on every host, with JAX_COORDINATOR_ADDRESS=<host '
-        '0>:8476, JAX_NUM_PROCESSES and JAX_PROCESS_ID if JAX cannot find '
-        'them; --distributed=off trains each host uncoordinated.')
+        '--distributed=on on every host, with JAX_COORDINATOR_ADDRESS (host '
+        "0's address and a free port), JAX_NUM_PROCESSES and JAX_PROCESS_ID "
+        'where JAX cannot find them; --distributed=off trains each host '
+        'uncoordinated.')

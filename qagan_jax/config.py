@@ -153,6 +153,9 @@ def demo_config() -> ml_collections.ConfigDict:
   config.eval.metrics = ('swd', 'niqe', 'diversity', 'prdc_niqe')
   config.eval.train_metrics = ('swd', 'niqe', 'diversity', 'prdc_niqe')
   config.eval.reference_split = 'held_out'
+  # the evaluate mode on as many samples as the offline comparison: 18 s on
+  # a 2-core CPU, where 50,000 take 94 s
+  config.eval.num_samples = 2048
   return config
 
 

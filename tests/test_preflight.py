@@ -63,9 +63,10 @@ def test_the_evaluate_modes_cost_counts_inception_and_missing_references(
         'inception', 100, False)
     assert reference['seconds'] > 0
     assert cost['seconds'] > 0 and cost['compile_seconds'] >= 0
-    assert cost['first_seconds'] == pytest.approx(
-        cost['compile_seconds'] + cost['seconds'] + reference['seconds'],
-        abs=0.1)
+    # and the real images of SWD, read once (rounding: 0.05 s a term)
+    assert cost['first_seconds'] >= (
+        cost['compile_seconds'] + cost['seconds'] + reference['seconds']
+        - 0.15)
     assert cost['inception_planned_bytes'] > 10 * 2**20   # 299x299 inputs
     line = preflight.evaluation_text('then --mode=evaluate', cost, 'in all')
     assert 'inception reference statistics of 100 images, not cached' in line

@@ -210,13 +210,14 @@ def evaluation_cost(run: run_lib.Run, state, metrics, num_samples: int,
     extracting, parts = _timed(extract, probe_evaluator)
     scoring_probe = _timed(probe_evaluator.score, parts)[0]
 
+    references = [(kind, images, (kind, images) in skip_cached or (
+        path is not None and path.is_file()))
+                  for kind, images, path in scorer.references()]
     # the real images of the offline metrics, their NIQE rows (read from
     # the cache, or computed and cached) and pairs: once a command
     offline = (_timed(scorer.offline_reference)[0] if set(metrics) & set(
         evaluator_lib.OFFLINE_METRICS) else 0.0)
-    for kind, images, path in scorer.references():
-      cached = (kind, images) in skip_cached or (
-          path is not None and path.is_file())
+    for kind, images, cached in references:
       if kind == 'inception':
         per_image = probed / probe_config.eval.reference_samples
         seconds = 0.0 if cached else per_image * images

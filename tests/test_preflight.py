@@ -83,6 +83,14 @@ def test_the_evaluate_modes_cost_counts_inception_and_missing_references(
     line = preflight.evaluation_text('then --mode=evaluate', cost, 'in all')
     assert 'not counted: the Inception metrics, whose weights are missing' in (
         line)
+
+    # the NIQE reference: computed (and cached) by the first check, read by
+    # the next
+    for cached in (False, True):
+      [reference] = preflight.evaluation_cost(run, run.state, ('niqe',),
+                                              64)['references']
+      assert (reference['kind'], reference['images'],
+              reference['cached']) == ('niqe', 64, cached)
   finally:
     run.close()
 

@@ -114,7 +114,7 @@ def with_protocol(config: ml_collections.ConfigDict,
 def demo_config() -> ml_collections.ConfigDict:
   """QAGAN-SSIM on 32x32 patches of natural photographs, for a laptop CPU.
 
-  Runs offline in about a minute on a 2-core CPU (65 s measured for the
+  Runs offline in about a minute on a 2-core CPU (58 s measured for the
   command, compilation and three evaluations included): the data are crops
   of the photographs that ship with scikit-image. Its samples go from noise
   to photograph-like colour patches; the README gives its numbers against

@@ -140,7 +140,8 @@ def measure(config: ml_collections.ConfigDict, workdir) -> dict:
 
 
 def evaluation_cost(run: run_lib.Run, state, metrics, num_samples: int,
-                    skip_cached: frozenset = frozenset()) -> dict:
+                    skip_cached: frozenset = frozenset(),
+                    required: bool = False) -> dict:
   """What evaluating `num_samples` samples of `state` with `metrics` costs,
   as `sampling.evaluate_samples` does it (training's evaluations, the
   evaluate mode).
@@ -164,7 +165,8 @@ def evaluation_cost(run: run_lib.Run, state, metrics, num_samples: int,
   'references': [{kind, images, cached, seconds}], 'probe_samples',
   'inception_planned_bytes', 'missing_inception'} (the DataError's message
   when the Inception weights are missing: the Inception metrics are left
-  out and the rest measured).
+  out and the rest measured; raised instead when the metrics are
+  `required`, as training's are).
   """
   cfg = run.config
   cache = evaluator_lib.reference_cache_dir(cfg.eval)
@@ -172,6 +174,8 @@ def evaluation_cost(run: run_lib.Run, state, metrics, num_samples: int,
   try:
     scorer = evaluator_lib.Evaluator(cfg, metrics, num_samples, cache)
   except errors.DataError as error:
+    if required:
+      raise
     missing = str(error)
     metrics = tuple(m for m in metrics
                     if m not in evaluator_lib.INCEPTION_METRICS)
@@ -285,9 +289,9 @@ def _measure(run: run_lib.Run, startup: float) -> dict:
     _timed(run.sampler, state, z)
     grid = _timed(run.sampler, state, z)[0]
   in_training = None
-  if run.evaluator is not None:   # missing Inception weights fail here
+  if cfg.eval.train_metrics:   # missing Inception weights fail, as in training
     in_training = evaluation_cost(run, state, cfg.eval.train_metrics,
-                                  cfg.run.eval_samples)
+                                  cfg.run.eval_samples, required=True)
   # the evaluate mode, after training: the references training computed
   # are cached by then
   final = evaluation_cost(
@@ -363,7 +367,7 @@ def text(found: dict) -> str:
   ]
   if found['evaluation'] is not None:
     lines.append(evaluation_text('evaluation during training',
-                                  found['evaluation'], 'each'))
+                                  found['evaluation'], each=True))
   if found['sample_grid_seconds'] is not None:
     lines.append(f"sample grid: {found['sample_grid_seconds']:.2f} s")
   size = found['checkpoint']['bytes']
@@ -381,23 +385,26 @@ def text(found: dict) -> str:
     count = counts.get(name)
     lines.append(f'  {name.replace("_", " ")}: {reporting.duration(seconds)}'
                  + (f' ({count})' if count else ''))
-  lines.append(evaluation_text('then --mode=evaluate', found['final_evaluation'],
-                                'in all'))
+  lines.append(evaluation_text('then --mode=evaluate',
+                                found['final_evaluation'], each=False))
   return '\n'.join(lines)
 
 
-def evaluation_text(name: str, cost: dict, each: str) -> str:
-  """A line on what an evaluation costs (`evaluation_cost`)."""
+def evaluation_text(name: str, cost: dict, each: bool) -> str:
+  """A line on what an evaluation costs (`evaluation_cost`): the time of
+  each one (training's, done again and again) or, for one done once, all of
+  it with its compilations and references."""
   missing = cost['missing_inception']
   if not cost['metrics']:
     return f'{name}: no metric to compute' + (
         f" (the Inception weights are missing: {missing.split('. ')[0]})"
         if missing else '')
-  seconds = cost['first_seconds'] if each == 'in all' else cost['seconds']
+  seconds = cost['seconds'] if each else cost['first_seconds']
   text = (f"{name} ({', '.join(cost['metrics'])} on {cost['samples']} "
-          f'samples): {reporting.duration(seconds)} {each}')
+          f"samples): {reporting.duration(seconds)} "
+          + ('each' if each else 'in all'))
   notes = []
-  if each != 'in all':
+  if each:
     notes.append(f"the first {reporting.duration(cost['first_seconds'])}")
   notes.append(f"compilations {reporting.duration(cost['compile_seconds'])}")
   for reference in cost['references']:

@@ -5,6 +5,7 @@ The check itself runs on the command line in tests/test_main.py.
 
 import pytest
 
+from qagan_jax import errors
 from qagan_jax import preflight
 from qagan_jax import run as run_lib
 from qagan_jax.evaluation import evaluator as evaluator_lib
@@ -68,7 +69,7 @@ def test_the_evaluate_modes_cost_counts_inception_and_missing_references(
         cost['compile_seconds'] + cost['seconds'] + reference['seconds']
         - 0.15)
     assert cost['inception_planned_bytes'] > 10 * 2**20   # 299x299 inputs
-    line = preflight.evaluation_text('then --mode=evaluate', cost, 'in all')
+    line = preflight.evaluation_text('then --mode=evaluate', cost, each=False)
     assert 'inception reference statistics of 100 images, not cached' in line
     assert 'sampling and features timed on 4 samples' in line
 
@@ -80,9 +81,14 @@ def test_the_evaluate_modes_cost_counts_inception_and_missing_references(
     assert cost['seconds'] > 0
     assert 'python -m qagan_jax.evaluation.inception' in cost[
         'missing_inception']
-    line = preflight.evaluation_text('then --mode=evaluate', cost, 'in all')
+    line = preflight.evaluation_text('then --mode=evaluate', cost, each=False)
     assert 'not counted: the Inception metrics, whose weights are missing' in (
         line)
+    # training's metrics cannot do without them: the run would fail, and
+    # so does its check
+    with pytest.raises(errors.DataError, match='evaluation.inception'):
+      preflight.evaluation_cost(run, run.state, config.eval.metrics,
+                                config.eval.num_samples, required=True)
 
     # the NIQE reference: computed (and cached) by the first check, read by
     # the next
